@@ -1,0 +1,42 @@
+//! The mesh's protobuf contract: one package per service, `mesh.<service>.v1`, with the tonic
+//! client and server generated from it at build time.
+//!
+//! # Layout
+//! - [`auth`]: credentials, sessions, API keys, JWKS.
+//! - [`user`]: profiles.
+//! - [`quota`]: plans and windowed counters.
+//! - [`orders`]: idempotent orders listed per owner.
+//! - [`articles`]: catalogue, search, stock reservation.
+//! - [`analytics`]: events and windowed summaries.
+
+#![allow(unreachable_pub, clippy::all)]
+
+/// `mesh.auth.v1`
+pub mod auth {
+    tonic::include_proto!("mesh.auth.v1");
+}
+
+/// `mesh.user.v1`
+pub mod user {
+    tonic::include_proto!("mesh.user.v1");
+}
+
+/// `mesh.quota.v1`
+pub mod quota {
+    tonic::include_proto!("mesh.quota.v1");
+}
+
+/// `mesh.orders.v1`
+pub mod orders {
+    tonic::include_proto!("mesh.orders.v1");
+}
+
+/// `mesh.articles.v1`
+pub mod articles {
+    tonic::include_proto!("mesh.articles.v1");
+}
+
+/// `mesh.analytics.v1`
+pub mod analytics {
+    tonic::include_proto!("mesh.analytics.v1");
+}

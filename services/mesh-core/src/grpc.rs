@@ -1,0 +1,71 @@
+//! Serving a tonic service the way every mesh service does: `grpc.health.v1` beside it, a
+//! server-side deadline, and a drain that first reports NOT_SERVING, waits a grace period so
+//! balancers move away, then stops accepting and lets in-flight calls finish.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+/// Server settings shared by every gRPC service.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Upper bound on any one call, whatever deadline the client sent. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long to report NOT_SERVING before refusing new calls on drain. Default: 0s.
+    #[serde(with = "humantime_serde")]
+    pub drain_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            drain_grace: Duration::ZERO,
+        }
+    }
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves, then drains. `names` are the fully
+/// qualified service names reported through `grpc.health.v1`.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    names: &[&'static str],
+    cfg: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in names {
+        reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    let grace = cfg.drain_grace;
+    let names = names.to_vec();
+    let stop = async move {
+        shutdown.await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for name in names {
+            reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tonic::transport::Server::builder()
+        .timeout(cfg.request_timeout)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_routes(routes)
+        .add_service(health)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        .await
+}

@@ -1,0 +1,54 @@
+//! Identifiers and secrets.
+//!
+//! Ids are ULIDs: unique without coordination between replicas, and ordered by creation time,
+//! which is what cursor pagination over a lexicographic index needs.
+
+use rand::RngCore;
+
+/// A new time-ordered id, 26 characters of Crockford base32.
+pub fn new_id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+/// `len` random bytes from the operating system's generator, hex encoded.
+pub fn random_hex(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether `s` looks like an id made by [`new_id`]; rejects anything else before it reaches a store key.
+pub fn is_id(s: &str) -> bool {
+    s.len() == 26 && s.parse::<ulid::Ulid>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_ordered_and_recognised() {
+        let a = new_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_id();
+        assert!(a < b, "{a} < {b}");
+        assert!(is_id(&a));
+        assert!(!is_id("not-an-id"));
+        assert!(!is_id("../../etc/passwd"));
+    }
+
+    #[test]
+    fn random_hex_has_the_asked_length_and_differs() {
+        let a = random_hex(16);
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, random_hex(16));
+    }
+}

@@ -1,0 +1,25 @@
+//! What every process of the mesh shares, so that each service is only its own behaviour.
+//!
+//! # Layout
+//! - [`config`]: typed configuration from defaults, a TOML file and `MESH_` environment overrides.
+//! - [`telemetry`]: tracing (JSON logs off a terminal) and the Prometheus recorder.
+//! - [`admin`]: the admin HTTP server: `/healthz`, `/readyz`, `/metrics`.
+//! - [`shutdown`]: SIGTERM/SIGINT as a future, and a drain trigger shared by a process's parts.
+//! - [`store`]: the [`Store`] every service keeps its state in: Redis, or memory for the embedded default.
+//! - [`error`]: domain errors and their one mapping to `tonic::Status`.
+//! - [`grpc`]: serving a tonic router with `grpc.health.v1` and graceful drain.
+//! - [`ids`]: time-ordered identifiers and random secrets.
+//! - [`process`]: the shape of every binary's `main`.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod ids;
+pub mod process;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+
+pub use error::ServiceError;
+pub use store::{Store, StoreConfig, StoreError};

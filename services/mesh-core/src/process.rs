@@ -1,0 +1,60 @@
+//! The shape of every binary's `main`: load config, start telemetry, bind the listeners, serve
+//! admin endpoints beside the component, and drain on SIGTERM/SIGINT.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use anyhow::Context;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::net::TcpListener;
+
+use crate::admin::{self, Readiness};
+use crate::config::Sources;
+use crate::shutdown::{self, Drain};
+
+/// A future that resolves when the component should drain.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// The addresses a process listens on.
+pub trait Listens {
+    /// The component's main listener (gRPC or HTTP).
+    fn listen(&self) -> SocketAddr;
+    /// `/healthz`, `/readyz`, `/metrics`.
+    fn admin_listen(&self) -> SocketAddr;
+}
+
+/// Runs one component as a process until SIGTERM/SIGINT, then drains it.
+pub async fn run<C, F, Fut>(name: &'static str, serve: F) -> anyhow::Result<()>
+where
+    C: DeserializeOwned + Serialize + Default + Listens,
+    F: FnOnce(C, TcpListener, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    crate::telemetry::init(name);
+    let cfg: C = Sources::from_process().load()?;
+    let listener = TcpListener::bind(cfg.listen())
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen()))?;
+    let admin_listener = TcpListener::bind(cfg.admin_listen())
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", cfg.admin_listen()))?;
+    tracing::info!(listen = %cfg.listen(), admin = %cfg.admin_listen(), "{name} starting");
+
+    let drain = Drain::new();
+    let readiness = Readiness::new(drain.clone());
+    tokio::spawn(admin::serve(admin_listener, readiness.clone()));
+    tokio::spawn({
+        let drain = drain.clone();
+        async move {
+            shutdown::signal().await;
+            drain.trigger();
+        }
+    });
+    // The listener is bound, so connections queue from here on; the component accepts them as
+    // soon as it has connected to its store.
+    readiness.set_started();
+    let result = serve(cfg, listener, Box::pin(drain.signaled())).await;
+    tracing::info!("{name} stopped");
+    result
+}

@@ -1,0 +1,291 @@
+//! The in-process backend: the embedded default for `meshctl up` without Redis.
+//!
+//! One mutex over all maps keeps every operation trivially atomic, which is the contract the Redis
+//! backend gets from single-threaded command execution. Expiry is checked on access.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{Bounded, StoreResult};
+
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    prefix: Arc<str>,
+    inner: Arc<Mutex<Maps>>,
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    strings: HashMap<String, Entry<String>>,
+    hashes: HashMap<String, Entry<HashMap<String, i64>>>,
+    indexes: HashMap<String, BTreeSet<String>>,
+}
+
+#[derive(Debug)]
+struct Entry<T> {
+    value: T,
+    expires_at: Option<Instant>,
+}
+
+impl<T> Entry<T> {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+fn deadline(ttl: Option<Duration>) -> Option<Instant> {
+    ttl.map(|t| Instant::now() + t)
+}
+
+// === impl Maps ===
+
+impl Maps {
+    fn live_string(&mut self, key: &str) -> Option<&mut Entry<String>> {
+        let now = Instant::now();
+        if self.strings.get(key).is_some_and(|e| !e.live(now)) {
+            self.strings.remove(key);
+        }
+        self.strings.get_mut(key)
+    }
+
+    fn live_hash(&mut self, key: &str) -> Option<&mut Entry<HashMap<String, i64>>> {
+        let now = Instant::now();
+        if self.hashes.get(key).is_some_and(|e| !e.live(now)) {
+            self.hashes.remove(key);
+        }
+        self.hashes.get_mut(key)
+    }
+}
+
+// === impl MemoryStore ===
+
+impl MemoryStore {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.into(),
+            inner: Arc::default(),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Maps> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that matters
+        // more than losing the process, so a poisoned lock is still used.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    pub(super) async fn get(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .lock()
+            .live_string(&self.key(key))
+            .map(|e| e.value.clone()))
+    }
+
+    pub(super) async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<String>>> {
+        let mut maps = self.lock();
+        Ok(keys
+            .iter()
+            .map(|k| maps.live_string(&self.key(k)).map(|e| e.value.clone()))
+            .collect())
+    }
+
+    pub(super) async fn set(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> StoreResult<()> {
+        let entry = Entry {
+            value: value.to_owned(),
+            expires_at: deadline(ttl),
+        };
+        self.lock().strings.insert(self.key(key), entry);
+        Ok(())
+    }
+
+    pub(super) async fn set_nx(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> StoreResult<bool> {
+        let key = self.key(key);
+        let mut maps = self.lock();
+        if maps.live_string(&key).is_some() {
+            return Ok(false);
+        }
+        maps.strings.insert(
+            key,
+            Entry {
+                value: value.to_owned(),
+                expires_at: deadline(ttl),
+            },
+        );
+        Ok(true)
+    }
+
+    pub(super) async fn replace(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> StoreResult<Option<String>> {
+        let key = self.key(key);
+        let mut maps = self.lock();
+        Ok(maps.live_string(&key).map(|entry| {
+            entry.expires_at = deadline(ttl);
+            std::mem::replace(&mut entry.value, value.to_owned())
+        }))
+    }
+
+    pub(super) async fn delete(&self, key: &str) -> StoreResult<bool> {
+        let key = self.key(key);
+        let mut maps = self.lock();
+        let existed = maps.live_string(&key).is_some() || maps.live_hash(&key).is_some();
+        maps.strings.remove(&key);
+        maps.hashes.remove(&key);
+        Ok(existed | maps.indexes.remove(&key).is_some())
+    }
+
+    pub(super) async fn add_bounded(
+        &self,
+        key: &str,
+        delta: i64,
+        min: i64,
+        max: i64,
+        ttl: Option<Duration>,
+    ) -> StoreResult<Bounded> {
+        let key = self.key(key);
+        let mut maps = self.lock();
+        let current = match maps.live_string(&key) {
+            Some(e) => e
+                .value
+                .parse::<i64>()
+                .map_err(|e| super::StoreError::Corrupt(e.to_string()))?,
+            None => 0,
+        };
+        let next = current.saturating_add(delta);
+        if next < min || next > max {
+            return Ok(Bounded::Refused(current));
+        }
+        match maps.live_string(&key) {
+            Some(e) => e.value = next.to_string(),
+            None => {
+                maps.strings.insert(
+                    key,
+                    Entry {
+                        value: next.to_string(),
+                        expires_at: deadline(ttl),
+                    },
+                );
+            }
+        }
+        Ok(Bounded::Applied(next))
+    }
+
+    pub(super) async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .live_string(&self.key(key))
+            .and_then(|e| e.expires_at)
+            .map(|t| t.saturating_duration_since(now)))
+    }
+
+    pub(super) async fn index_add(&self, key: &str, member: &str) -> StoreResult<()> {
+        self.lock()
+            .indexes
+            .entry(self.key(key))
+            .or_default()
+            .insert(member.to_owned());
+        Ok(())
+    }
+
+    pub(super) async fn index_remove(&self, key: &str, member: &str) -> StoreResult<bool> {
+        Ok(self
+            .lock()
+            .indexes
+            .get_mut(&self.key(key))
+            .is_some_and(|set| set.remove(member)))
+    }
+
+    pub(super) async fn index_page(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        limit: usize,
+        descending: bool,
+    ) -> StoreResult<Vec<String>> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let maps = self.lock();
+        let Some(set) = maps.indexes.get(&self.key(key)) else {
+            return Ok(Vec::new());
+        };
+        let page = match (after, descending) {
+            (None, false) => set.iter().take(limit).cloned().collect(),
+            (None, true) => set.iter().rev().take(limit).cloned().collect(),
+            (Some(a), false) => set
+                .range::<str, _>((Excluded(a), Unbounded))
+                .take(limit)
+                .cloned()
+                .collect(),
+            (Some(a), true) => set
+                .range::<str, _>((Unbounded, Excluded(a)))
+                .rev()
+                .take(limit)
+                .cloned()
+                .collect(),
+        };
+        Ok(page)
+    }
+
+    pub(super) async fn hash_incr(
+        &self,
+        key: &str,
+        field: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> StoreResult<i64> {
+        let key = self.key(key);
+        let mut maps = self.lock();
+        if maps.live_hash(&key).is_none() {
+            maps.hashes.insert(
+                key.clone(),
+                Entry {
+                    value: HashMap::new(),
+                    expires_at: None,
+                },
+            );
+        }
+        let entry = maps.live_hash(&key).expect("inserted above");
+        if ttl.is_some() {
+            entry.expires_at = deadline(ttl);
+        }
+        let count = entry.value.entry(field.to_owned()).or_insert(0);
+        *count += delta;
+        Ok(*count)
+    }
+
+    pub(super) async fn hash_get_all_many(
+        &self,
+        keys: &[String],
+    ) -> StoreResult<Vec<Vec<(String, i64)>>> {
+        let mut maps = self.lock();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                maps.live_hash(&self.key(k))
+                    .map(|e| e.value.iter().map(|(f, v)| (f.clone(), *v)).collect())
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+}

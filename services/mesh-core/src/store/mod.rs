@@ -1,0 +1,239 @@
+//! The one place services keep state.
+//!
+//! Two backends behind one API: [`RedisStore`] for every multi-process deployment (all replicas
+//! of a service share it, so any replica can serve any request) and [`MemoryStore`], the embedded
+//! default of `meshctl up` when no Redis is configured. The primitives are the few atomic
+//! operations the services need, each one round trip on Redis; the same contract tests run
+//! against both backends (`tests/store_contract.rs`).
+//!
+//! Keys are namespaced with the configured prefix so deployments (or tests) can share a server.
+
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+/// Where state lives. `redis_url` unset means the in-process memory backend.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `redis://host:port/db`. Default: none (memory backend, single process only).
+    pub redis_url: Option<String>,
+    /// Prepended to every key. Default: `mesh:`.
+    pub key_prefix: String,
+    /// Time allowed for one Redis command before it counts as a failure. Default: 2s.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Time allowed to (re)connect. Default: 1s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            key_prefix: "mesh:".into(),
+            command_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or did not answer in time. Retryable.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be decoded. A bug or a foreign writer.
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Outcome of [`Store::add_bounded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounded {
+    /// The delta was applied; this is the new value.
+    Applied(i64),
+    /// Applying the delta would have left `[min, max]`; nothing changed. This is the current value.
+    Refused(i64),
+}
+
+/// A handle to the configured backend. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+/// Dispatches one call to whichever backend this store is.
+macro_rules! dispatch {
+    ($self:ident, $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Memory(s) => s.$method($($arg),*).await,
+            Store::Redis(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Connects to Redis when configured, else creates an empty memory store.
+    pub async fn connect(cfg: &StoreConfig) -> StoreResult<Self> {
+        match &cfg.redis_url {
+            Some(url) if !url.is_empty() => Ok(Self::Redis(RedisStore::connect(url, cfg).await?)),
+            _ => Ok(Self::Memory(MemoryStore::new(&cfg.key_prefix))),
+        }
+    }
+
+    /// A fresh memory store, for the embedded default and unit tests.
+    pub fn memory() -> Self {
+        Self::Memory(MemoryStore::new(&StoreConfig::default().key_prefix))
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+
+    /// Round trip to the backend; readiness probes use it.
+    pub async fn ping(&self) -> StoreResult<()> {
+        dispatch!(self, ping())
+    }
+
+    pub async fn get(&self, key: &str) -> StoreResult<Option<String>> {
+        dispatch!(self, get(key))
+    }
+
+    /// Sets `key`, replacing any value; with a `ttl` the key expires.
+    pub async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()> {
+        dispatch!(self, set(key, value, ttl))
+    }
+
+    /// Sets `key` only if it does not exist. Returns whether it was set.
+    pub async fn set_nx(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<bool> {
+        dispatch!(self, set_nx(key, value, ttl))
+    }
+
+    /// Sets `key` only if it exists, returning the value it replaced (`None`: nothing changed).
+    /// The swap is atomic: of two concurrent callers, exactly one sees the original value.
+    pub async fn replace(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> StoreResult<Option<String>> {
+        dispatch!(self, replace(key, value, ttl))
+    }
+
+    /// Deletes `key`. Returns whether it existed.
+    pub async fn delete(&self, key: &str) -> StoreResult<bool> {
+        dispatch!(self, delete(key))
+    }
+
+    /// Atomically adds `delta` to the integer at `key` (absent counts as 0) if the result stays
+    /// within `[min, max]`. A `ttl` is set when the key is created and never extended, which makes
+    /// fixed windows: the window starts at the first write.
+    pub async fn add_bounded(
+        &self,
+        key: &str,
+        delta: i64,
+        min: i64,
+        max: i64,
+        ttl: Option<Duration>,
+    ) -> StoreResult<Bounded> {
+        dispatch!(self, add_bounded(key, delta, min, max, ttl))
+    }
+
+    /// Remaining lifetime of `key`: `None` if it does not exist or never expires.
+    pub async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {
+        dispatch!(self, ttl(key))
+    }
+
+    /// Adds `member` to the ordered index `key` (members sort byte-wise).
+    pub async fn index_add(&self, key: &str, member: &str) -> StoreResult<()> {
+        dispatch!(self, index_add(key, member))
+    }
+
+    pub async fn index_remove(&self, key: &str, member: &str) -> StoreResult<bool> {
+        dispatch!(self, index_remove(key, member))
+    }
+
+    /// Up to `limit` members strictly after `after` (or from the start), ascending or descending.
+    pub async fn index_page(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        limit: usize,
+        descending: bool,
+    ) -> StoreResult<Vec<String>> {
+        dispatch!(self, index_page(key, after, limit, descending))
+    }
+
+    /// Adds `delta` to `field` of the hash `key`; a `ttl` is (re)set on every call.
+    pub async fn hash_incr(
+        &self,
+        key: &str,
+        field: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> StoreResult<i64> {
+        dispatch!(self, hash_incr(key, field, delta, ttl))
+    }
+
+    /// Every field of each hash in `keys`, in one round trip; a missing hash is empty.
+    pub async fn hash_get_all_many(&self, keys: &[String]) -> StoreResult<Vec<Vec<(String, i64)>>> {
+        dispatch!(self, hash_get_all_many(keys))
+    }
+
+    /// Several keys in one round trip, in order.
+    pub async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<String>>> {
+        dispatch!(self, get_many(keys))
+    }
+
+    /// [`Store::get`] decoded from JSON.
+    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>> {
+        self.get(key)
+            .await?
+            .map(|raw| decode(key, &raw))
+            .transpose()
+    }
+
+    /// [`Store::set`] encoded as JSON.
+    pub async fn set_json<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> StoreResult<()> {
+        self.set(key, &encode(value)?, ttl).await
+    }
+
+    /// [`Store::set_nx`] encoded as JSON.
+    pub async fn set_nx_json<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> StoreResult<bool> {
+        self.set_nx(key, &encode(value)?, ttl).await
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Decodes a stored JSON value, naming the key when it does not parse.
+pub fn decode<T: DeserializeOwned>(key: &str, raw: &str) -> StoreResult<T> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))
+}

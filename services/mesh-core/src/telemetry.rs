@@ -1,0 +1,58 @@
+//! Logs and metrics for every process.
+//!
+//! Logs: `tracing`, JSON when stdout is not a terminal (containers, CI), human-readable otherwise;
+//! the filter comes from `MESH_LOG` or `RUST_LOG`, default `info`. Metrics: one process-wide
+//! Prometheus recorder; [`metrics_handle`] renders it for `/metrics`.
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs logging and the metrics recorder. Safe to call more than once (later calls keep the
+/// first setup), which is what `meshctl up` and tests need when many components share a process.
+pub fn init(service: &str) {
+    let filter = std::env::var("MESH_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
+    let installed = if std::io::stdout().is_terminal() {
+        builder.try_init().is_ok()
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+            .is_ok()
+    };
+    let _ = metrics_handle();
+    if installed {
+        tracing::info!(
+            service,
+            version = env!("CARGO_PKG_VERSION"),
+            "telemetry ready"
+        );
+    }
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    METRICS
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (e.g. by a test harness); ours then
+            // renders only what is recorded through it, which is better than failing to start.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
