@@ -338,7 +338,6 @@ async fn a_dead_redis_fails_calls_fast_as_unavailable_and_recovers_when_back() {
         key_prefix: unique_prefix("outage"),
         command_timeout: Duration::from_millis(300),
         connect_timeout: Duration::from_millis(200),
-        ..StoreConfig::default()
     };
     let store = Store::connect(&cfg).await.unwrap();
     store.set("k", "v", None).await.unwrap();
