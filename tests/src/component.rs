@@ -30,11 +30,7 @@ impl Component {
         let addr = listener.local_addr()?;
         let drain = Drain::new();
         let task = tokio::spawn(serve(listener, Box::pin(drain.signaled())));
-        Ok(Self {
-            addr,
-            drain,
-            task: Some(task),
-        })
+        Ok(Self { addr, drain, task: Some(task) })
     }
 
     /// `http://<addr>`.
@@ -46,9 +42,7 @@ impl Component {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.drain.trigger();
         let task = self.task.take().context("already stopped")?;
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .context("did not drain within 10s")??
+        tokio::time::timeout(Duration::from_secs(10), task).await.context("did not drain within 10s")??
     }
 
     /// Kills the component at once: no drain, open connections are dropped.
@@ -80,7 +74,5 @@ pub async fn grpc_channel(addr: SocketAddr) -> anyhow::Result<Channel> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(last
-        .map(anyhow::Error::from)
-        .unwrap_or_else(|| anyhow::anyhow!("no connect attempt")))
+    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("no connect attempt")))
 }

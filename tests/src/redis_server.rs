@@ -63,7 +63,9 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("cannot run `redis-server`: install it (scripts/test.sh does, as root) or put it on PATH")?;
+            .context(
+                "cannot run `redis-server`: install it (scripts/test.sh does, as root) or put it on PATH",
+            )?;
         self.child = Some(child);
         let client = redis::Client::open(self.url())?;
         let ready = crate::wait_until(Duration::from_secs(5), || {
@@ -72,24 +74,13 @@ impl RedisServer {
                 let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
                     return false;
                 };
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
+                redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
             }
         })
         .await;
-        if !ready
-            || self
-                .child
-                .as_mut()
-                .is_some_and(|c| c.try_wait().ok().flatten().is_some())
-        {
+        if !ready || self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
             self.kill();
-            bail!(
-                "redis-server on port {} did not answer PING within 5s",
-                self.port
-            );
+            bail!("redis-server on port {} did not answer PING within 5s", self.port);
         }
         Ok(())
     }

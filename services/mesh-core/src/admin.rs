@@ -26,10 +26,7 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn new(drain: Drain) -> Self {
-        Self {
-            started: Arc::default(),
-            drain,
-        }
+        Self { started: Arc::default(), drain }
     }
 
     /// Call once the main listener serves.
@@ -61,10 +58,7 @@ async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
 
 async fn metrics() -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         crate::telemetry::metrics_handle().render(),
     )
 }
@@ -72,7 +66,5 @@ async fn metrics() -> impl IntoResponse {
 /// Serves the admin routes until `drain` fires.
 pub async fn serve(listener: TcpListener, readiness: Readiness) -> std::io::Result<()> {
     let shutdown = readiness.drain.signaled();
-    axum::serve(listener, router(readiness))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(readiness)).with_graceful_shutdown(shutdown).await
 }

@@ -36,11 +36,7 @@ impl Sources {
     pub fn from_process() -> Self {
         let env: HashMap<String, String> = std::env::vars().collect();
         let file = env.get("MESH_CONFIG").map(PathBuf::from);
-        Self {
-            file,
-            env,
-            list_keys: Vec::new(),
-        }
+        Self { file, env, list_keys: Vec::new() }
     }
 
     /// A given map as the environment; no file.
@@ -52,10 +48,7 @@ impl Sources {
     {
         Self {
             file: None,
-            env: vars
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            env: vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
             list_keys: Vec::new(),
         }
     }
@@ -104,12 +97,10 @@ impl Sources {
             }
         }
 
-        let mut builder = config::Config::builder().add_source(
-            config::Config::try_from(&defaults).map_err(|e| ConfigError(e.to_string()))?,
-        );
+        let mut builder = config::Config::builder()
+            .add_source(config::Config::try_from(&defaults).map_err(|e| ConfigError(e.to_string()))?);
         if let Some(file) = &self.file {
-            builder = builder
-                .add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml));
+            builder = builder.add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml));
         }
         builder
             .add_source(environment)
@@ -175,16 +166,12 @@ mod tests {
 
     #[test]
     fn redis_url_alias_applies_below_the_mesh_variable() {
-        let cfg: Example = Sources::from_env([("REDIS_URL", "redis://a:1")])
-            .load()
-            .unwrap();
+        let cfg: Example = Sources::from_env([("REDIS_URL", "redis://a:1")]).load().unwrap();
         assert_eq!(cfg.store.redis_url.as_deref(), Some("redis://a:1"));
-        let cfg: Example = Sources::from_env([
-            ("REDIS_URL", "redis://a:1"),
-            ("MESH_STORE__REDIS_URL", "redis://b:2"),
-        ])
-        .load()
-        .unwrap();
+        let cfg: Example =
+            Sources::from_env([("REDIS_URL", "redis://a:1"), ("MESH_STORE__REDIS_URL", "redis://b:2")])
+                .load()
+                .unwrap();
         assert_eq!(cfg.store.redis_url.as_deref(), Some("redis://b:2"));
     }
 
@@ -194,10 +181,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "listen = \"10.0.0.1:9\"\ndeadline = \"1s\"\n").unwrap();
-        let cfg: Example = Sources::from_env([("MESH_DEADLINE", "2s")])
-            .with_file(&file)
-            .load()
-            .unwrap();
+        let cfg: Example = Sources::from_env([("MESH_DEADLINE", "2s")]).with_file(&file).load().unwrap();
         assert_eq!(cfg.listen, "10.0.0.1:9");
         assert_eq!(cfg.deadline, Duration::from_secs(2));
         std::fs::remove_dir_all(dir).unwrap();
@@ -205,16 +189,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused_with_their_name() {
-        let err = Sources::from_env([("MESH_LISTNE", "x")])
-            .load::<Example>()
-            .unwrap_err();
+        let err = Sources::from_env([("MESH_LISTNE", "x")]).load::<Example>().unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");
-        let err = Sources::from_env([("MESH_DEADLINE", "soon")])
-            .load::<Example>()
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("deadline") || err.to_string().contains("soon"),
-            "{err}"
-        );
+        let err = Sources::from_env([("MESH_DEADLINE", "soon")]).load::<Example>().unwrap_err();
+        assert!(err.to_string().contains("deadline") || err.to_string().contains("soon"), "{err}");
     }
 }

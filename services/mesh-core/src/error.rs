@@ -87,24 +87,12 @@ mod tests {
     #[test]
     fn every_error_maps_to_its_code_and_internal_hides_its_cause() {
         let cases = [
-            (
-                ServiceError::invalid("email: is empty"),
-                Code::InvalidArgument,
-            ),
+            (ServiceError::invalid("email: is empty"), Code::InvalidArgument),
             (ServiceError::not_found("order"), Code::NotFound),
             (ServiceError::AlreadyExists("x".into()), Code::AlreadyExists),
-            (
-                ServiceError::PermissionDenied("x".into()),
-                Code::PermissionDenied,
-            ),
-            (
-                ServiceError::Unauthenticated("x".into()),
-                Code::Unauthenticated,
-            ),
-            (
-                ServiceError::FailedPrecondition("x".into()),
-                Code::FailedPrecondition,
-            ),
+            (ServiceError::PermissionDenied("x".into()), Code::PermissionDenied),
+            (ServiceError::Unauthenticated("x".into()), Code::Unauthenticated),
+            (ServiceError::FailedPrecondition("x".into()), Code::FailedPrecondition),
             (ServiceError::Aborted("x".into()), Code::Aborted),
             (ServiceError::Unavailable("x".into()), Code::Unavailable),
         ];

@@ -20,6 +20,10 @@ pub struct ServerConfig {
     /// How long to report NOT_SERVING before refusing new calls on drain. Default: 0s.
     #[serde(with = "humantime_serde")]
     pub drain_grace: Duration,
+    /// How long in-flight calls may take to finish once new calls are refused; streams still open
+    /// then (e.g. health watches, which never end by themselves) are cut. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -27,6 +31,7 @@ impl Default for ServerConfig {
         Self {
             request_timeout: Duration::from_secs(30),
             drain_grace: Duration::ZERO,
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -42,30 +47,41 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in names {
-        reporter
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
+        reporter.set_service_status(*name, ServingStatus::Serving).await;
     }
     let grace = cfg.drain_grace;
     let names = names.to_vec();
+    let (refusing_tx, refusing_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {
         shutdown.await;
-        reporter
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
+        reporter.set_service_status("", ServingStatus::NotServing).await;
         for name in names {
-            reporter
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
+            reporter.set_service_status(name, ServingStatus::NotServing).await;
         }
         tokio::time::sleep(grace).await;
+        let _ = refusing_tx.send(());
     };
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .timeout(cfg.request_timeout)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_routes(routes)
         .add_service(health)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-        .await
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
+    tokio::pin!(server);
+    let drain_timeout = cfg.drain_timeout;
+    let overdue = async move {
+        if refusing_rx.await.is_err() {
+            // The server ended on its own before draining; nothing to cut.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(drain_timeout).await;
+    };
+    tokio::select! {
+        result = &mut server => result,
+        () = overdue => {
+            tracing::warn!(?drain_timeout, "calls still open after the drain timeout; closing them");
+            Ok(())
+        }
+    }
 }

@@ -38,9 +38,7 @@ pub struct Drain {
 
 impl Default for Drain {
     fn default() -> Self {
-        Self {
-            tx: watch::Sender::new(false),
-        }
+        Self { tx: watch::Sender::new(false) }
     }
 }
 
@@ -76,13 +74,8 @@ mod tests {
         let drain = Drain::new();
         let early = tokio::spawn(drain.signaled());
         drain.trigger();
-        tokio::time::timeout(std::time::Duration::from_secs(1), early)
-            .await
-            .unwrap()
-            .unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(1), drain.signaled())
-            .await
-            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), early).await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), drain.signaled()).await.unwrap();
         assert!(drain.is_draining());
     }
 }

@@ -20,26 +20,15 @@ pub fn init(service: &str) {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
     let installed = if std::io::stdout().is_terminal() {
         builder.try_init().is_ok()
     } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init()
-            .is_ok()
+        builder.json().flatten_event(true).with_current_span(true).try_init().is_ok()
     };
     let _ = metrics_handle();
     if installed {
-        tracing::info!(
-            service,
-            version = env!("CARGO_PKG_VERSION"),
-            "telemetry ready"
-        );
+        tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "telemetry ready");
     }
 }
 

@@ -14,10 +14,7 @@ struct Subject {
 }
 
 async fn memory() -> Subject {
-    Subject {
-        store: Store::memory(),
-        _redis: None,
-    }
+    Subject { store: Store::memory(), _redis: None }
 }
 
 async fn redis() -> Subject {
@@ -29,10 +26,7 @@ async fn redis() -> Subject {
     };
     let store = Store::connect(&cfg).await.expect("connects to redis");
     assert_eq!(store.backend(), "redis");
-    Subject {
-        store,
-        _redis: Some(server),
-    }
+    Subject { store, _redis: Some(server) }
 }
 
 /// Declares one contract test and runs it on both backends.
@@ -71,10 +65,7 @@ contract!(get_set_delete_round_trip, |s: Store| async move {
 contract!(get_many_keeps_order_and_gaps, |s: Store| async move {
     s.set("x", "1", None).await.unwrap();
     s.set("z", "3", None).await.unwrap();
-    let got = s
-        .get_many(&["x".into(), "y".into(), "z".into()])
-        .await
-        .unwrap();
+    let got = s.get_many(&["x".into(), "y".into(), "z".into()]).await.unwrap();
     assert_eq!(got, vec![Some("1".into()), None, Some("3".into())]);
     assert!(s.get_many(&[]).await.unwrap().is_empty());
 });
@@ -85,29 +76,22 @@ contract!(set_nx_sets_only_once, |s: Store| async move {
     assert_eq!(s.get("k").await.unwrap().as_deref(), Some("first"));
 });
 
-contract!(
-    set_nx_is_won_by_exactly_one_of_many_racers,
-    |s: Store| async move {
-        let s = Arc::new(s);
-        let mut tasks = Vec::new();
-        for i in 0..32 {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                s.set_nx("race", &i.to_string(), None).await.unwrap()
-            }));
-        }
-        let mut winners = 0;
-        for t in tasks {
-            winners += usize::from(t.await.unwrap());
-        }
-        assert_eq!(winners, 1);
+contract!(set_nx_is_won_by_exactly_one_of_many_racers, |s: Store| async move {
+    let s = Arc::new(s);
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.set_nx("race", &i.to_string(), None).await.unwrap() }));
     }
-);
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+});
 
 contract!(values_expire_after_their_ttl, |s: Store| async move {
-    s.set("short", "v", Some(Duration::from_millis(60)))
-        .await
-        .unwrap();
+    s.set("short", "v", Some(Duration::from_millis(60))).await.unwrap();
     let ttl = s.ttl("short").await.unwrap().expect("has a ttl");
     assert!(ttl <= Duration::from_millis(60), "{ttl:?}");
     s.set("forever", "v", None).await.unwrap();
@@ -123,195 +107,106 @@ contract!(values_expire_after_their_ttl, |s: Store| async move {
     assert!(s.set_nx("short", "again", None).await.unwrap());
 });
 
-contract!(
-    replace_swaps_only_existing_values_and_once,
-    |s: Store| async move {
-        assert_eq!(s.replace("r", "new", None).await.unwrap(), None);
-        assert_eq!(s.get("r").await.unwrap(), None, "replace must not create");
-        s.set("r", "active", None).await.unwrap();
-        let s = Arc::new(s);
-        let mut tasks = Vec::new();
-        for _ in 0..16 {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                s.replace("r", "used", None).await.unwrap()
-            }));
+contract!(replace_swaps_only_existing_values_and_once, |s: Store| async move {
+    assert_eq!(s.replace("r", "new", None).await.unwrap(), None);
+    assert_eq!(s.get("r").await.unwrap(), None, "replace must not create");
+    s.set("r", "active", None).await.unwrap();
+    let s = Arc::new(s);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.replace("r", "used", None).await.unwrap() }));
+    }
+    let mut saw_active = 0;
+    for t in tasks {
+        if t.await.unwrap().as_deref() == Some("active") {
+            saw_active += 1;
         }
-        let mut saw_active = 0;
-        for t in tasks {
-            if t.await.unwrap().as_deref() == Some("active") {
-                saw_active += 1;
-            }
+    }
+    assert_eq!(saw_active, 1, "exactly one swapper sees the original value");
+    assert_eq!(s.get("r").await.unwrap().as_deref(), Some("used"));
+});
+
+contract!(add_bounded_applies_within_bounds_and_refuses_outside, |s: Store| async move {
+    assert_eq!(s.add_bounded("c", 3, 0, 5, None).await.unwrap(), Bounded::Applied(3));
+    assert_eq!(s.add_bounded("c", 2, 0, 5, None).await.unwrap(), Bounded::Applied(5));
+    assert_eq!(s.add_bounded("c", 1, 0, 5, None).await.unwrap(), Bounded::Refused(5));
+    assert_eq!(s.add_bounded("c", -6, 0, 5, None).await.unwrap(), Bounded::Refused(5));
+    assert_eq!(s.add_bounded("c", -5, 0, 5, None).await.unwrap(), Bounded::Applied(0));
+    assert_eq!(s.add_bounded("c", 1, 0, i64::MAX, None).await.unwrap(), Bounded::Applied(1));
+});
+
+contract!(add_bounded_ttl_is_set_once_making_a_fixed_window, |s: Store| async move {
+    s.add_bounded("w", 1, 0, 100, Some(Duration::from_secs(30))).await.unwrap();
+    let first = s.ttl("w").await.unwrap().expect("window has a ttl");
+    s.add_bounded("w", 1, 0, 100, Some(Duration::from_secs(300))).await.unwrap();
+    let second = s.ttl("w").await.unwrap().expect("window keeps its ttl");
+    assert!(second <= first, "the window was extended: {first:?} -> {second:?}");
+});
+
+contract!(add_bounded_never_overshoots_under_concurrency, |s: Store| async move {
+    let s = Arc::new(s);
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.add_bounded("q", 1, 0, 50, None).await.unwrap() }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), Bounded::Applied(_)) {
+            applied += 1;
         }
-        assert_eq!(saw_active, 1, "exactly one swapper sees the original value");
-        assert_eq!(s.get("r").await.unwrap().as_deref(), Some("used"));
     }
-);
+    assert_eq!(applied, 50);
+    assert_eq!(s.get("q").await.unwrap().as_deref(), Some("50"));
+});
 
-contract!(
-    add_bounded_applies_within_bounds_and_refuses_outside,
-    |s: Store| async move {
-        assert_eq!(
-            s.add_bounded("c", 3, 0, 5, None).await.unwrap(),
-            Bounded::Applied(3)
-        );
-        assert_eq!(
-            s.add_bounded("c", 2, 0, 5, None).await.unwrap(),
-            Bounded::Applied(5)
-        );
-        assert_eq!(
-            s.add_bounded("c", 1, 0, 5, None).await.unwrap(),
-            Bounded::Refused(5)
-        );
-        assert_eq!(
-            s.add_bounded("c", -6, 0, 5, None).await.unwrap(),
-            Bounded::Refused(5)
-        );
-        assert_eq!(
-            s.add_bounded("c", -5, 0, 5, None).await.unwrap(),
-            Bounded::Applied(0)
-        );
-        assert_eq!(
-            s.add_bounded("c", 1, 0, i64::MAX, None).await.unwrap(),
-            Bounded::Applied(1)
-        );
+contract!(index_pages_in_both_directions_with_an_exclusive_cursor, |s: Store| async move {
+    for m in ["b", "d", "a", "c", "e"] {
+        s.index_add("idx", m).await.unwrap();
     }
-);
+    s.index_add("idx", "c").await.unwrap(); // adding twice keeps one
+    assert_eq!(s.index_page("idx", None, 2, false).await.unwrap(), ["a", "b"]);
+    assert_eq!(s.index_page("idx", Some("b"), 2, false).await.unwrap(), ["c", "d"]);
+    assert_eq!(s.index_page("idx", Some("d"), 10, false).await.unwrap(), ["e"]);
+    assert_eq!(s.index_page("idx", None, 2, true).await.unwrap(), ["e", "d"]);
+    assert_eq!(s.index_page("idx", Some("d"), 10, true).await.unwrap(), ["c", "b", "a"]);
+    assert!(s.index_page("idx", Some("a"), 10, true).await.unwrap().is_empty());
+    assert!(s.index_remove("idx", "c").await.unwrap());
+    assert!(!s.index_remove("idx", "c").await.unwrap());
+    assert_eq!(s.index_page("idx", Some("b"), 1, false).await.unwrap(), ["d"]);
+    assert!(s.index_page("missing", None, 10, false).await.unwrap().is_empty());
+});
 
-contract!(
-    add_bounded_ttl_is_set_once_making_a_fixed_window,
-    |s: Store| async move {
-        s.add_bounded("w", 1, 0, 100, Some(Duration::from_secs(30)))
-            .await
-            .unwrap();
-        let first = s.ttl("w").await.unwrap().expect("window has a ttl");
-        s.add_bounded("w", 1, 0, 100, Some(Duration::from_secs(300)))
-            .await
-            .unwrap();
-        let second = s.ttl("w").await.unwrap().expect("window keeps its ttl");
-        assert!(
-            second <= first,
-            "the window was extended: {first:?} -> {second:?}"
-        );
-    }
-);
+contract!(hashes_count_per_field_and_read_many_at_once, |s: Store| async move {
+    assert_eq!(s.hash_incr("h1", "click", 1, None).await.unwrap(), 1);
+    assert_eq!(s.hash_incr("h1", "click", 2, None).await.unwrap(), 3);
+    s.hash_incr("h1", "view", 1, Some(Duration::from_secs(60))).await.unwrap();
+    s.hash_incr("h2", "view", 5, None).await.unwrap();
+    let mut all = s.hash_get_all_many(&["h1".into(), "none".into(), "h2".into()]).await.unwrap();
+    all[0].sort();
+    assert_eq!(all[0], vec![("click".to_string(), 3), ("view".to_string(), 1)]);
+    assert!(all[1].is_empty());
+    assert_eq!(all[2], vec![("view".to_string(), 5)]);
+});
 
-contract!(
-    add_bounded_never_overshoots_under_concurrency,
-    |s: Store| async move {
-        let s = Arc::new(s);
-        let mut tasks = Vec::new();
-        for _ in 0..200 {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                s.add_bounded("q", 1, 0, 50, None).await.unwrap()
-            }));
-        }
-        let mut applied = 0;
-        for t in tasks {
-            if matches!(t.await.unwrap(), Bounded::Applied(_)) {
-                applied += 1;
-            }
-        }
-        assert_eq!(applied, 50);
-        assert_eq!(s.get("q").await.unwrap().as_deref(), Some("50"));
+contract!(json_helpers_round_trip_and_report_corruption, |s: Store| async move {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct V {
+        n: u32,
     }
-);
+    s.set_json("j", &V { n: 7 }, None).await.unwrap();
+    assert_eq!(s.get_json::<V>("j").await.unwrap(), Some(V { n: 7 }));
+    assert!(!s.set_nx_json("j", &V { n: 8 }, None).await.unwrap());
+    s.set("bad", "{not json", None).await.unwrap();
+    let err = s.get_json::<V>("bad").await.unwrap_err();
+    assert!(err.to_string().contains("bad"), "{err}");
+});
 
-contract!(
-    index_pages_in_both_directions_with_an_exclusive_cursor,
-    |s: Store| async move {
-        for m in ["b", "d", "a", "c", "e"] {
-            s.index_add("idx", m).await.unwrap();
-        }
-        s.index_add("idx", "c").await.unwrap(); // adding twice keeps one
-        assert_eq!(
-            s.index_page("idx", None, 2, false).await.unwrap(),
-            ["a", "b"]
-        );
-        assert_eq!(
-            s.index_page("idx", Some("b"), 2, false).await.unwrap(),
-            ["c", "d"]
-        );
-        assert_eq!(
-            s.index_page("idx", Some("d"), 10, false).await.unwrap(),
-            ["e"]
-        );
-        assert_eq!(
-            s.index_page("idx", None, 2, true).await.unwrap(),
-            ["e", "d"]
-        );
-        assert_eq!(
-            s.index_page("idx", Some("d"), 10, true).await.unwrap(),
-            ["c", "b", "a"]
-        );
-        assert!(
-            s.index_page("idx", Some("a"), 10, true)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert!(s.index_remove("idx", "c").await.unwrap());
-        assert!(!s.index_remove("idx", "c").await.unwrap());
-        assert_eq!(
-            s.index_page("idx", Some("b"), 1, false).await.unwrap(),
-            ["d"]
-        );
-        assert!(
-            s.index_page("missing", None, 10, false)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-    }
-);
-
-contract!(
-    hashes_count_per_field_and_read_many_at_once,
-    |s: Store| async move {
-        assert_eq!(s.hash_incr("h1", "click", 1, None).await.unwrap(), 1);
-        assert_eq!(s.hash_incr("h1", "click", 2, None).await.unwrap(), 3);
-        s.hash_incr("h1", "view", 1, Some(Duration::from_secs(60)))
-            .await
-            .unwrap();
-        s.hash_incr("h2", "view", 5, None).await.unwrap();
-        let mut all = s
-            .hash_get_all_many(&["h1".into(), "none".into(), "h2".into()])
-            .await
-            .unwrap();
-        all[0].sort();
-        assert_eq!(
-            all[0],
-            vec![("click".to_string(), 3), ("view".to_string(), 1)]
-        );
-        assert!(all[1].is_empty());
-        assert_eq!(all[2], vec![("view".to_string(), 5)]);
-    }
-);
-
-contract!(
-    json_helpers_round_trip_and_report_corruption,
-    |s: Store| async move {
-        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
-        struct V {
-            n: u32,
-        }
-        s.set_json("j", &V { n: 7 }, None).await.unwrap();
-        assert_eq!(s.get_json::<V>("j").await.unwrap(), Some(V { n: 7 }));
-        assert!(!s.set_nx_json("j", &V { n: 8 }, None).await.unwrap());
-        s.set("bad", "{not json", None).await.unwrap();
-        let err = s.get_json::<V>("bad").await.unwrap_err();
-        assert!(err.to_string().contains("bad"), "{err}");
-    }
-);
-
-contract!(
-    prefixes_isolate_stores_sharing_a_backend,
-    |s: Store| async move {
-        s.set("shared-name", "mine", None).await.unwrap();
-        assert_eq!(s.get("shared-name").await.unwrap().as_deref(), Some("mine"));
-    }
-);
+contract!(prefixes_isolate_stores_sharing_a_backend, |s: Store| async move {
+    s.set("shared-name", "mine", None).await.unwrap();
+    assert_eq!(s.get("shared-name").await.unwrap().as_deref(), Some("mine"));
+});
 
 #[tokio::test]
 async fn redis_prefixes_keep_two_stores_apart() {
@@ -345,15 +240,8 @@ async fn a_dead_redis_fails_calls_fast_as_unavailable_and_recovers_when_back() {
     server.kill();
     let started = std::time::Instant::now();
     let err = store.get("k").await.unwrap_err();
-    assert!(
-        matches!(err, mesh_core::StoreError::Unavailable(_)),
-        "{err:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(matches!(err, mesh_core::StoreError::Unavailable(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
 
     server.restart().await.unwrap();
     let recovered = mesh_tests::wait_until(Duration::from_secs(10), || {
@@ -373,8 +261,5 @@ async fn connecting_to_nothing_is_a_clear_error() {
         ..StoreConfig::default()
     };
     let err = Store::connect(&cfg).await.unwrap_err();
-    assert!(
-        matches!(err, mesh_core::StoreError::Unavailable(_)),
-        "{err:?}"
-    );
+    assert!(matches!(err, mesh_core::StoreError::Unavailable(_)), "{err:?}");
 }

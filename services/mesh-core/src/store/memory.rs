@@ -62,10 +62,7 @@ impl Maps {
 
 impl MemoryStore {
     pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.into(),
-            inner: Arc::default(),
-        }
+        Self { prefix: prefix.into(), inner: Arc::default() }
     }
 
     fn key(&self, key: &str) -> String {
@@ -83,52 +80,27 @@ impl MemoryStore {
     }
 
     pub(super) async fn get(&self, key: &str) -> StoreResult<Option<String>> {
-        Ok(self
-            .lock()
-            .live_string(&self.key(key))
-            .map(|e| e.value.clone()))
+        Ok(self.lock().live_string(&self.key(key)).map(|e| e.value.clone()))
     }
 
     pub(super) async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<String>>> {
         let mut maps = self.lock();
-        Ok(keys
-            .iter()
-            .map(|k| maps.live_string(&self.key(k)).map(|e| e.value.clone()))
-            .collect())
+        Ok(keys.iter().map(|k| maps.live_string(&self.key(k)).map(|e| e.value.clone())).collect())
     }
 
-    pub(super) async fn set(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> StoreResult<()> {
-        let entry = Entry {
-            value: value.to_owned(),
-            expires_at: deadline(ttl),
-        };
+    pub(super) async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()> {
+        let entry = Entry { value: value.to_owned(), expires_at: deadline(ttl) };
         self.lock().strings.insert(self.key(key), entry);
         Ok(())
     }
 
-    pub(super) async fn set_nx(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> StoreResult<bool> {
+    pub(super) async fn set_nx(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<bool> {
         let key = self.key(key);
         let mut maps = self.lock();
         if maps.live_string(&key).is_some() {
             return Ok(false);
         }
-        maps.strings.insert(
-            key,
-            Entry {
-                value: value.to_owned(),
-                expires_at: deadline(ttl),
-            },
-        );
+        maps.strings.insert(key, Entry { value: value.to_owned(), expires_at: deadline(ttl) });
         Ok(true)
     }
 
@@ -166,10 +138,7 @@ impl MemoryStore {
         let key = self.key(key);
         let mut maps = self.lock();
         let current = match maps.live_string(&key) {
-            Some(e) => e
-                .value
-                .parse::<i64>()
-                .map_err(|e| super::StoreError::Corrupt(e.to_string()))?,
+            Some(e) => e.value.parse::<i64>().map_err(|e| super::StoreError::Corrupt(e.to_string()))?,
             None => 0,
         };
         let next = current.saturating_add(delta);
@@ -179,13 +148,7 @@ impl MemoryStore {
         match maps.live_string(&key) {
             Some(e) => e.value = next.to_string(),
             None => {
-                maps.strings.insert(
-                    key,
-                    Entry {
-                        value: next.to_string(),
-                        expires_at: deadline(ttl),
-                    },
-                );
+                maps.strings.insert(key, Entry { value: next.to_string(), expires_at: deadline(ttl) });
             }
         }
         Ok(Bounded::Applied(next))
@@ -201,20 +164,12 @@ impl MemoryStore {
     }
 
     pub(super) async fn index_add(&self, key: &str, member: &str) -> StoreResult<()> {
-        self.lock()
-            .indexes
-            .entry(self.key(key))
-            .or_default()
-            .insert(member.to_owned());
+        self.lock().indexes.entry(self.key(key)).or_default().insert(member.to_owned());
         Ok(())
     }
 
     pub(super) async fn index_remove(&self, key: &str, member: &str) -> StoreResult<bool> {
-        Ok(self
-            .lock()
-            .indexes
-            .get_mut(&self.key(key))
-            .is_some_and(|set| set.remove(member)))
+        Ok(self.lock().indexes.get_mut(&self.key(key)).is_some_and(|set| set.remove(member)))
     }
 
     pub(super) async fn index_page(
@@ -232,17 +187,10 @@ impl MemoryStore {
         let page = match (after, descending) {
             (None, false) => set.iter().take(limit).cloned().collect(),
             (None, true) => set.iter().rev().take(limit).cloned().collect(),
-            (Some(a), false) => set
-                .range::<str, _>((Excluded(a), Unbounded))
-                .take(limit)
-                .cloned()
-                .collect(),
-            (Some(a), true) => set
-                .range::<str, _>((Unbounded, Excluded(a)))
-                .rev()
-                .take(limit)
-                .cloned()
-                .collect(),
+            (Some(a), false) => set.range::<str, _>((Excluded(a), Unbounded)).take(limit).cloned().collect(),
+            (Some(a), true) => {
+                set.range::<str, _>((Unbounded, Excluded(a))).rev().take(limit).cloned().collect()
+            }
         };
         Ok(page)
     }
@@ -257,13 +205,7 @@ impl MemoryStore {
         let key = self.key(key);
         let mut maps = self.lock();
         if maps.live_hash(&key).is_none() {
-            maps.hashes.insert(
-                key.clone(),
-                Entry {
-                    value: HashMap::new(),
-                    expires_at: None,
-                },
-            );
+            maps.hashes.insert(key.clone(), Entry { value: HashMap::new(), expires_at: None });
         }
         let entry = maps.live_hash(&key).expect("inserted above");
         if ttl.is_some() {
@@ -274,10 +216,7 @@ impl MemoryStore {
         Ok(*count)
     }
 
-    pub(super) async fn hash_get_all_many(
-        &self,
-        keys: &[String],
-    ) -> StoreResult<Vec<Vec<(String, i64)>>> {
+    pub(super) async fn hash_get_all_many(&self, keys: &[String]) -> StoreResult<Vec<Vec<(String, i64)>>> {
         let mut maps = self.lock();
         Ok(keys
             .iter()

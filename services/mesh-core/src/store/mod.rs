@@ -202,10 +202,7 @@ impl Store {
 
     /// [`Store::get`] decoded from JSON.
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>> {
-        self.get(key)
-            .await?
-            .map(|raw| decode(key, &raw))
-            .transpose()
+        self.get(key).await?.map(|raw| decode(key, &raw)).transpose()
     }
 
     /// [`Store::set`] encoded as JSON.

@@ -37,9 +37,7 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
     }
 }
 
@@ -61,14 +59,8 @@ impl RedisStore {
             .set_connection_timeout(Some(cfg.connect_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
-        Ok(Self {
-            prefix: cfg.key_prefix.clone(),
-            conn,
-            add_bounded: Script::new(ADD_BOUNDED),
-        })
+        let conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
+        Ok(Self { prefix: cfg.key_prefix.clone(), conn, add_bounded: Script::new(ADD_BOUNDED) })
     }
 
     fn key(&self, key: &str) -> String {
@@ -97,12 +89,7 @@ impl RedisStore {
         self.query(redis::cmd("MGET").arg(full)).await
     }
 
-    pub(super) async fn set(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> StoreResult<()> {
+    pub(super) async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(key)).arg(value);
         if let Some(ttl) = ttl {
@@ -112,12 +99,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(super) async fn set_nx(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> StoreResult<bool> {
+    pub(super) async fn set_nx(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<bool> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(key)).arg(value).arg("NX");
         if let Some(ttl) = ttl {
@@ -165,11 +147,7 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok(if applied == 1 {
-            Bounded::Applied(value)
-        } else {
-            Bounded::Refused(value)
-        })
+        Ok(if applied == 1 { Bounded::Applied(value) } else { Bounded::Refused(value) })
     }
 
     pub(super) async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {
@@ -178,16 +156,12 @@ impl RedisStore {
     }
 
     pub(super) async fn index_add(&self, key: &str, member: &str) -> StoreResult<()> {
-        let _: i64 = self
-            .query(redis::cmd("ZADD").arg(self.key(key)).arg(0).arg(member))
-            .await?;
+        let _: i64 = self.query(redis::cmd("ZADD").arg(self.key(key)).arg(0).arg(member)).await?;
         Ok(())
     }
 
     pub(super) async fn index_remove(&self, key: &str, member: &str) -> StoreResult<bool> {
-        let removed: i64 = self
-            .query(redis::cmd("ZREM").arg(self.key(key)).arg(member))
-            .await?;
+        let removed: i64 = self.query(redis::cmd("ZREM").arg(self.key(key)).arg(member)).await?;
         Ok(removed > 0)
     }
 
@@ -202,15 +176,11 @@ impl RedisStore {
         let bound = after.map(|a| format!("({a}"));
         let mut cmd = if descending {
             let mut c = redis::cmd("ZREVRANGEBYLEX");
-            c.arg(self.key(key))
-                .arg(bound.as_deref().unwrap_or("+"))
-                .arg("-");
+            c.arg(self.key(key)).arg(bound.as_deref().unwrap_or("+")).arg("-");
             c
         } else {
             let mut c = redis::cmd("ZRANGEBYLEX");
-            c.arg(self.key(key))
-                .arg(bound.as_deref().unwrap_or("-"))
-                .arg("+");
+            c.arg(self.key(key)).arg(bound.as_deref().unwrap_or("-")).arg("+");
             c
         };
         cmd.arg("LIMIT").arg(0).arg(limit);
@@ -235,10 +205,7 @@ impl RedisStore {
         Ok(value)
     }
 
-    pub(super) async fn hash_get_all_many(
-        &self,
-        keys: &[String],
-    ) -> StoreResult<Vec<Vec<(String, i64)>>> {
+    pub(super) async fn hash_get_all_many(&self, keys: &[String]) -> StoreResult<Vec<Vec<(String, i64)>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
