@@ -263,3 +263,18 @@ async fn connecting_to_nothing_is_a_clear_error() {
     let err = Store::connect(&cfg).await.unwrap_err();
     assert!(matches!(err, mesh_core::StoreError::Unavailable(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn named_memory_stores_are_shared_within_the_process_and_private_ones_are_not() {
+    let named = |name: &str| {
+        let cfg = StoreConfig { redis_url: Some(format!("memory://{name}")), ..StoreConfig::default() };
+        async move { Store::connect(&cfg).await.unwrap() }
+    };
+    let name = mesh_core::ids::new_id();
+    let a = named(&name).await;
+    let b = named(&name).await;
+    a.set("k", "shared", None).await.unwrap();
+    assert_eq!(b.get("k").await.unwrap().as_deref(), Some("shared"));
+    assert_eq!(named("other").await.get("k").await.unwrap(), None);
+    assert_eq!(Store::memory().get("k").await.unwrap(), None);
+}

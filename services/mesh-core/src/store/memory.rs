@@ -58,11 +58,22 @@ impl Maps {
     }
 }
 
+/// Named stores of this process, for components that must share one (`memory://<name>`).
+static NAMED: std::sync::OnceLock<Mutex<HashMap<String, Arc<Mutex<Maps>>>>> = std::sync::OnceLock::new();
+
 // === impl MemoryStore ===
 
 impl MemoryStore {
+    /// A private, empty store.
     pub fn new(prefix: &str) -> Self {
         Self { prefix: prefix.into(), inner: Arc::default() }
+    }
+
+    /// The process-wide store called `name`, created empty on first use.
+    pub fn named(name: &str, prefix: &str) -> Self {
+        let mut named = NAMED.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
+        let inner = named.entry(name.to_owned()).or_default().clone();
+        Self { prefix: prefix.into(), inner }
     }
 
     fn key(&self, key: &str) -> String {

@@ -18,11 +18,16 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
-/// Where state lives. `redis_url` unset means the in-process memory backend.
+/// Where state lives.
+///
+/// - `redis_url` unset: a private in-process memory store (unit tests, a lone process).
+/// - `redis_url = "memory://<name>"`: the in-process memory store called `<name>`, shared by every
+///   component of this process that names it. `meshctl up` runs the whole mesh this way.
+/// - `redis_url = "redis://…"`: Redis, shared by every process and replica.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `redis://host:port/db`. Default: none (memory backend, single process only).
+    /// `redis://host:port/db` or `memory://<name>`. Default: none (private memory backend).
     pub redis_url: Option<String>,
     /// Prepended to every key. Default: `mesh:`.
     pub key_prefix: String,
@@ -87,7 +92,10 @@ macro_rules! dispatch {
 impl Store {
     /// Connects to Redis when configured, else creates an empty memory store.
     pub async fn connect(cfg: &StoreConfig) -> StoreResult<Self> {
-        match &cfg.redis_url {
+        match cfg.redis_url.as_deref() {
+            Some(url) if url.starts_with("memory://") => {
+                Ok(Self::Memory(MemoryStore::named(&url["memory://".len()..], &cfg.key_prefix)))
+            }
             Some(url) if !url.is_empty() => Ok(Self::Redis(RedisStore::connect(url, cfg).await?)),
             _ => Ok(Self::Memory(MemoryStore::new(&cfg.key_prefix))),
         }
