@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on a fresh machine.
+#
+# Installs what the tests need and is missing (redis-server, from Debian packages, when run as
+# root), checks formatting and lints, then runs every test of the workspace. Tests start their
+# own redis-server on free loopback ports; nothing here touches a server already running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+
+need_root_for() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: $1 is missing and installing it needs root. Install it (Debian: apt-get install $2) and run again." >&2
+    exit 1
+  fi
+}
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo is missing; install a Rust toolchain (https://rustup.rs) and run again." >&2
+  exit 1
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  need_root_for redis-server redis-server
+  say "installing redis-server"
+  apt_install redis-server
+fi
+say "$(redis-server --version | cut -d' ' -f1-3)"
+
+if cargo fmt --version >/dev/null 2>&1; then
+  say "cargo fmt --check"
+  cargo fmt --all -- --check
+else
+  say "rustfmt not installed; skipping the format check"
+fi
+
+if cargo clippy --version >/dev/null 2>&1; then
+  say "cargo clippy"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+  say "clippy not installed; skipping lints"
+fi
+
+say "cargo test"
+cargo test --workspace --locked --no-fail-fast "$@"
