@@ -4,9 +4,13 @@
 //! - [`RedisServer`]: a real `redis-server` on a free loopback port, which a test can stop and
 //!   start again (for fault tests) and which dies with the test.
 //! - [`Component`]: a mesh component served on a port-0 listener in this process, stoppable.
+//! - [`process`]: a component's real binary as a child process, to signal or kill.
+//! - [`lifecycle`]: the health/admin/SIGTERM checks every service binary must pass.
 //! - [`wait_until`]: bounded polling for a condition, in place of sleeps.
 
 mod component;
+pub mod lifecycle;
+pub mod process;
 mod redis_server;
 
 pub use component::{Component, grpc_channel};

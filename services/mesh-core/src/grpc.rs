@@ -65,6 +65,7 @@ pub async fn serve(
         .timeout(cfg.request_timeout)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(crate::grpc_metrics::GrpcMetricsLayer)
         .add_routes(routes)
         .add_service(health)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);

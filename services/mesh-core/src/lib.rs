@@ -9,6 +9,7 @@
 //! - [`store`]: the [`Store`] every service keeps its state in: Redis, or memory for the embedded default.
 //! - [`error`]: domain errors and their one mapping to `tonic::Status`.
 //! - [`grpc`]: serving a tonic router with `grpc.health.v1` and graceful drain.
+//! - [`grpc_metrics`]: request count and latency of every gRPC server.
 //! - [`ids`]: time-ordered identifiers and random secrets.
 //! - [`process`]: the shape of every binary's `main`.
 
@@ -17,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod grpc_metrics;
 pub mod ids;
 pub mod process;
 pub mod shutdown;

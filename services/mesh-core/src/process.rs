@@ -39,7 +39,12 @@ where
     let admin_listener = TcpListener::bind(cfg.admin_listen())
         .await
         .with_context(|| format!("cannot listen on {} (admin)", cfg.admin_listen()))?;
-    tracing::info!(listen = %cfg.listen(), admin = %cfg.admin_listen(), "{name} starting");
+    // The bound addresses, not the configured ones: with port 0 these say where the process is.
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        admin = %admin_listener.local_addr()?,
+        "{name} listening"
+    );
 
     let drain = Drain::new();
     let readiness = Readiness::new(drain.clone());

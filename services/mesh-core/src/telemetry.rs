@@ -12,6 +12,10 @@ use tracing_subscriber::EnvFilter;
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Histogram buckets in seconds: from sub-millisecond hops to the 30 s server timeout.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
 /// Installs logging and the metrics recorder. Safe to call more than once (later calls keep the
 /// first setup), which is what `meshctl up` and tests need when many components share a process.
 pub fn init(service: &str) {
@@ -36,7 +40,10 @@ pub fn init(service: &str) {
 pub fn metrics_handle() -> PrometheusHandle {
     METRICS
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS)
+                .expect("bucket list is not empty")
+                .build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (e.g. by a test harness); ours then
             // renders only what is recorded through it, which is better than failing to start.
