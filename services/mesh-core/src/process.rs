@@ -31,8 +31,18 @@ where
     F: FnOnce(C, TcpListener, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    run_with(name, Sources::from_process(), serve).await
+}
+
+/// [`run`] with the configuration read from `sources` (e.g. with list keys declared).
+pub async fn run_with<C, F, Fut>(name: &'static str, sources: Sources, serve: F) -> anyhow::Result<()>
+where
+    C: DeserializeOwned + Serialize + Default + Listens,
+    F: FnOnce(C, TcpListener, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     crate::telemetry::init(name);
-    let cfg: C = Sources::from_process().load()?;
+    let cfg: C = sources.load()?;
     let listener = TcpListener::bind(cfg.listen())
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen()))?;

@@ -1,0 +1,114 @@
+//! `/v1/analytics`.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use mesh_proto::analytics as pb;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::authn::Principal;
+use crate::clients::grpc;
+use crate::context::RequestId;
+use crate::error::ApiError;
+use crate::json::{ValidJson, ValidQuery};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventBody {
+    /// Lowercase name such as `page.view`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub properties: HashMap<String, String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Recorded {
+    pub id: String,
+    pub recorded_at: i64,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryParams {
+    /// `5m`, `15m`, `1h` (default), `6h`, `24h` or `7d`.
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TypeCount {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Summary {
+    pub window: String,
+    pub total: u64,
+    pub by_type: Vec<TypeCount>,
+    pub from: i64,
+    pub to: i64,
+}
+
+impl From<pb::Summary> for Summary {
+    fn from(s: pb::Summary) -> Self {
+        Self {
+            window: s.window,
+            total: s.total,
+            by_type: s.by_type.into_iter().map(|t| TypeCount { kind: t.r#type, count: t.count }).collect(),
+            from: s.from,
+            to: s.to,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/analytics/events", tag = "analytics", request_body = EventBody,
+    responses((status = 202, body = Recorded)))]
+pub async fn record_event(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(principal): Extension<Principal>,
+    ValidJson(body): ValidJson<EventBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let request = pb::RecordEventRequest {
+        owner_id: principal.user_id,
+        r#type: body.kind,
+        properties: body.properties,
+    };
+    let recorded = state
+        .clients
+        .analytics
+        .clone()
+        .record_event(grpc(&rid, state.clients.deadlines().analytics, request))
+        .await
+        .map_err(|s| ApiError::from_status("analytics", &s))?
+        .into_inner();
+    Ok((StatusCode::ACCEPTED, Json(Recorded { id: recorded.id, recorded_at: recorded.recorded_at })))
+}
+
+#[utoipa::path(get, path = "/v1/analytics/summary", tag = "analytics", params(SummaryParams),
+    responses((status = 200, body = Summary)))]
+pub async fn summary(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(principal): Extension<Principal>,
+    ValidQuery(params): ValidQuery<SummaryParams>,
+) -> Result<Json<Summary>, ApiError> {
+    let request =
+        pb::GetSummaryRequest { owner_id: principal.user_id, window: params.window.unwrap_or_default() };
+    let summary = state
+        .clients
+        .analytics
+        .clone()
+        .get_summary(grpc(&rid, state.clients.deadlines().analytics, request))
+        .await
+        .map_err(|s| ApiError::from_status("analytics", &s))?;
+    Ok(Json(summary.into_inner().into()))
+}

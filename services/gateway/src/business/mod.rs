@@ -1,0 +1,25 @@
+//! The business domain: `/v1/orders`, `/v1/articles`, `/v1/analytics`, `/v1/dashboard`.
+
+pub mod analytics;
+pub mod articles;
+pub mod dashboard;
+pub mod orders;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::authn::authenticate;
+use crate::state::AppState;
+
+/// Business routes; every one needs a principal and is metered.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/orders", post(orders::create_order).get(orders::list_orders))
+        .route("/v1/orders/{id}", get(orders::get_order))
+        .route("/v1/articles", get(articles::list_articles).post(articles::create_article))
+        .route("/v1/articles/{id}", get(articles::get_article))
+        .route("/v1/analytics/events", post(analytics::record_event))
+        .route("/v1/analytics/summary", get(analytics::summary))
+        .route("/v1/dashboard", get(dashboard::dashboard))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+}

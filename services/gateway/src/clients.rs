@@ -1,0 +1,76 @@
+//! Typed gRPC clients to every service, each over a channel balanced across its replicas.
+
+use std::time::Duration;
+
+use mesh_core::client::{ClientError, balanced_channel};
+use mesh_proto::analytics::analytics_service_client::AnalyticsServiceClient;
+use mesh_proto::articles::articles_service_client::ArticlesServiceClient;
+use mesh_proto::auth::auth_service_client::AuthServiceClient;
+use mesh_proto::orders::orders_service_client::OrdersServiceClient;
+use mesh_proto::quota::quota_service_client::QuotaServiceClient;
+use mesh_proto::user::user_service_client::UserServiceClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use crate::config::Services;
+use crate::context::{REQUEST_ID, RequestId};
+
+/// One client per service. Cloning is cheap and shares the channels.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub auth: AuthServiceClient<Channel>,
+    pub user: UserServiceClient<Channel>,
+    pub quota: QuotaServiceClient<Channel>,
+    pub orders: OrdersServiceClient<Channel>,
+    pub articles: ArticlesServiceClient<Channel>,
+    pub analytics: AnalyticsServiceClient<Channel>,
+    deadlines: Deadlines,
+}
+
+/// The per-call deadline of each service, sent as `grpc-timeout`.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    pub auth: Duration,
+    pub user: Duration,
+    pub quota: Duration,
+    pub orders: Duration,
+    pub articles: Duration,
+    pub analytics: Duration,
+}
+
+impl Clients {
+    /// Lazy channels: nothing connects until the first call, so a gateway starts while services
+    /// are still coming up. Must be called inside a Tokio runtime.
+    pub fn new(services: &Services) -> Result<Self, ClientError> {
+        Ok(Self {
+            auth: AuthServiceClient::new(balanced_channel(&services.auth)?),
+            user: UserServiceClient::new(balanced_channel(&services.user)?),
+            quota: QuotaServiceClient::new(balanced_channel(&services.quota)?),
+            orders: OrdersServiceClient::new(balanced_channel(&services.orders)?),
+            articles: ArticlesServiceClient::new(balanced_channel(&services.articles)?),
+            analytics: AnalyticsServiceClient::new(balanced_channel(&services.analytics)?),
+            deadlines: Deadlines {
+                auth: services.auth.request_timeout,
+                user: services.user.request_timeout,
+                quota: services.quota.request_timeout,
+                orders: services.orders.request_timeout,
+                articles: services.articles.request_timeout,
+                analytics: services.analytics.request_timeout,
+            },
+        })
+    }
+
+    pub fn deadlines(&self) -> Deadlines {
+        self.deadlines
+    }
+}
+
+/// A gRPC request carrying the request id and a deadline (`grpc-timeout`).
+pub fn grpc<T>(request_id: &RequestId, deadline: Duration, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(deadline);
+    if let Ok(value) = MetadataValue::try_from(request_id.as_str()) {
+        request.metadata_mut().insert(REQUEST_ID, value);
+    }
+    request
+}

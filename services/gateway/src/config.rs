@@ -1,0 +1,209 @@
+//! Configuration of a gateway. The two binaries differ only in [`Domain`] and default ports.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mesh_core::client::ClientConfig;
+use mesh_core::process::Listens;
+use mesh_core::store::StoreConfig;
+use serde::{Deserialize, Serialize};
+
+/// Which half of the API a gateway serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Domain {
+    /// `/v1/auth`, `/v1/users`, `/v1/quota`, `/.well-known/jwks.json`.
+    Identity,
+    /// `/v1/orders`, `/v1/articles`, `/v1/analytics`, `/v1/dashboard`.
+    Business,
+}
+
+impl Domain {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::Business => "business",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Default: `identity`.
+    pub domain: Domain,
+    /// HTTP listener. Default: `127.0.0.1:8081` (identity) / `127.0.0.1:8082` (business).
+    pub listen: SocketAddr,
+    /// Admin listener; the admin routes are also served on `listen`. Default: port 9081 / 9082.
+    pub admin_listen: SocketAddr,
+    /// Name of this instance in `x-mesh-gateway`. Default: `<domain>@<listen>`.
+    pub instance: Option<String>,
+    /// API key verification cache (Redis in deployments). Default: private memory.
+    pub store: StoreConfig,
+    pub services: Services,
+    pub jwt: JwtConfig,
+    pub limits: Limits,
+    pub cors: CorsConfig,
+    /// How long a verified API key is trusted before asking auth again. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub api_key_cache_ttl: Duration,
+}
+
+/// The gRPC services a gateway calls, each a list of replica endpoints.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Services {
+    pub auth: ClientConfig,
+    pub user: ClientConfig,
+    pub quota: ClientConfig,
+    pub orders: ClientConfig,
+    pub articles: ClientConfig,
+    pub analytics: ClientConfig,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        let local = |port: u16| ClientConfig::to([format!("http://127.0.0.1:{port}")]);
+        Self {
+            auth: local(50051),
+            user: local(50052),
+            quota: local(50053),
+            orders: local(50054),
+            articles: local(50055),
+            analytics: local(50056),
+        }
+    }
+}
+
+/// What an access token must say to be accepted.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// Default: `mesh-auth`.
+    pub issuer: String,
+    /// Default: `mesh`.
+    pub audience: String,
+    /// Clock skew tolerated on `exp`/`nbf`. Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// How often the JWKS is fetched again from auth. Default: 5m.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// Least time between two fetches caused by an unknown `kid`. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refetch: Duration,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "mesh-auth".into(),
+            audience: "mesh".into(),
+            leeway: Duration::from_secs(5),
+            jwks_refresh: Duration::from_secs(300),
+            jwks_min_refetch: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Edge protection.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body. Default: 64 KiB.
+    pub body_bytes: usize,
+    /// Whole-request deadline; service calls get what remains of it. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Requests served at once; past it requests are shed with 503. Default: 1024.
+    pub concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { body_bytes: 64 * 1024, request_timeout: Duration::from_secs(10), concurrency: 1024 }
+    }
+}
+
+/// Cross-origin access. Empty `allowed_origins` leaves CORS off (same-origin only).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Exact origins such as `https://app.example.com`, or `*` for any.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Config {
+    /// Defaults for one domain.
+    pub fn for_domain(domain: Domain) -> Self {
+        let (port, admin) = match domain {
+            Domain::Identity => (8081, 9081),
+            Domain::Business => (8082, 9082),
+        };
+        Self {
+            domain,
+            listen: ([127, 0, 0, 1], port).into(),
+            admin_listen: ([127, 0, 0, 1], admin).into(),
+            instance: None,
+            store: StoreConfig::default(),
+            services: Services::default(),
+            jwt: JwtConfig::default(),
+            limits: Limits::default(),
+            cors: CorsConfig::default(),
+            api_key_cache_ttl: Duration::from_secs(30),
+        }
+    }
+
+    /// The name in `x-mesh-gateway`.
+    pub fn instance_name(&self, bound: SocketAddr) -> String {
+        self.instance.clone().unwrap_or_else(|| format!("{}@{bound}", self.domain.as_str()))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::for_domain(Domain::Identity)
+    }
+}
+
+impl Listens for Config {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn admin_listen(&self) -> SocketAddr {
+        self.admin_listen
+    }
+}
+
+/// The business gateway binary's config: the same fields with business defaults.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct BusinessConfig(pub Config);
+
+impl Default for BusinessConfig {
+    fn default() -> Self {
+        Self(Config::for_domain(Domain::Business))
+    }
+}
+
+impl Listens for BusinessConfig {
+    fn listen(&self) -> SocketAddr {
+        self.0.listen
+    }
+
+    fn admin_listen(&self) -> SocketAddr {
+        self.0.admin_listen
+    }
+}
+
+/// Keys whose environment value is a comma-separated list.
+pub const LIST_KEYS: &[&str] = &[
+    "services.auth.endpoints",
+    "services.user.endpoints",
+    "services.quota.endpoints",
+    "services.orders.endpoints",
+    "services.articles.endpoints",
+    "services.analytics.endpoints",
+    "cors.allowed_origins",
+];

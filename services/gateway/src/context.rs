@@ -1,0 +1,108 @@
+//! The outermost middleware: request id, span, problem rendering, mesh headers, RED metrics.
+//!
+//! tower-http's request-id layer only fills a missing header; a gateway must also replace a
+//! client-sent id that is not sane (too long, odd bytes) before it reaches logs, so this small
+//! piece is hand-written.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+use crate::error::{Problem, problem_body, problem_for_status};
+
+pub const REQUEST_ID: &str = "x-request-id";
+pub const MESH_GATEWAY: &str = "x-mesh-gateway";
+pub const MESH_FALLBACK: &str = "x-mesh-fallback";
+
+/// The request's id: the client's when sane, else a new one. Handlers forward it to services.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub Arc<str>);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Printable ASCII without spaces, at most 128 bytes: safe in logs and headers.
+fn is_sane(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// What the middleware needs to know about this gateway.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub name: HeaderValue,
+}
+
+pub async fn request_context(State(instance): State<Instance>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_sane(v))
+        .map(str::to_owned)
+        .unwrap_or_else(mesh_core::ids::new_id);
+    let request_id = RequestId(id.as_str().into());
+    req.extensions_mut().insert(request_id);
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = route.unwrap_or_else(|| "unmatched".into());
+
+    let span = tracing::info_span!("request", request_id = %id, %method, route = %route);
+    let mut response = next.run(req).instrument(span.clone()).await;
+
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        let is_problem = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+        if !is_problem {
+            let problem =
+                response.extensions_mut().remove::<Problem>().unwrap_or_else(|| problem_for_status(status));
+            let body = problem_body(status, &problem, &id).to_string();
+            *response.body_mut() = Body::from(body);
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    headers.insert(MESH_GATEWAY, instance.name.clone());
+
+    let elapsed = started.elapsed();
+    let status_label = status.as_u16().to_string();
+    metrics::counter!("http_server_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status_label)
+        .increment(1);
+    metrics::histogram!("http_server_request_duration_seconds", "route" => route, "method" => method.to_string())
+        .record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(status = status.as_u16(), latency_ms = elapsed.as_secs_f64() * 1000.0, "served");
+    });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sane_ids_are_kept() {
+        assert!(is_sane("abc-123_X.y:z"));
+        assert!(!is_sane(""));
+        assert!(!is_sane("has space"));
+        assert!(!is_sane(&"a".repeat(129)));
+        assert!(!is_sane("new\nline"));
+    }
+}

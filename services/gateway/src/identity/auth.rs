@@ -1,0 +1,274 @@
+//! `/v1/auth/*` and the JWKS.
+
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use mesh_proto::auth as pb;
+use mesh_proto::user::CreateProfileRequest;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::authn::Principal;
+use crate::clients::grpc;
+use crate::context::RequestId;
+use crate::error::ApiError;
+use crate::json::{ValidJson, ValidQuery};
+use crate::page::{PageParams, next_cursor};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    pub email: String,
+    pub password: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Registered {
+    pub user_id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+impl From<pb::TokenPair> for TokenPair {
+    fn from(p: pb::TokenPair) -> Self {
+        Self {
+            access_token: p.access_token,
+            refresh_token: p.refresh_token,
+            token_type: p.token_type,
+            expires_in: p.expires_in,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshBody {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyBody {
+    /// A label for people.
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    pub id: String,
+    /// The secret; shown this once.
+    pub key: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the secret.
+    pub prefix: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyPage {
+    pub keys: Vec<ApiKey>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = RegisterBody,
+    responses((status = 201, body = Registered), (status = 400, description = "invalid field"), (status = 409, description = "email taken")))]
+pub async fn register(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    ValidJson(body): ValidJson<RegisterBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let deadlines = state.clients.deadlines();
+    let request = pb::RegisterRequest {
+        email: body.email.clone(),
+        password: body.password,
+        display_name: body.display_name.clone(),
+    };
+    let registered = state
+        .clients
+        .auth
+        .clone()
+        .register(grpc(&rid, deadlines.auth, request))
+        .await
+        .map_err(|s| ApiError::from_status("auth", &s))?
+        .into_inner();
+    let profile = CreateProfileRequest {
+        user_id: registered.user_id.clone(),
+        email: body.email.trim().to_lowercase(),
+        display_name: body.display_name,
+    };
+    // The account exists now; a missing profile is recreated on the first `GET /v1/users/me`.
+    if let Err(status) = state.clients.user.clone().create_profile(grpc(&rid, deadlines.user, profile)).await
+    {
+        tracing::warn!(code = ?status.code(), user_id = %registered.user_id, "profile not created at registration");
+    }
+    Ok((StatusCode::CREATED, Json(Registered { user_id: registered.user_id })))
+}
+
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginBody,
+    responses((status = 200, body = TokenPair), (status = 401, description = "invalid email or password")))]
+pub async fn login(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    ValidJson(body): ValidJson<LoginBody>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let request = pb::LoginRequest { email: body.email, password: body.password };
+    let pair = state
+        .clients
+        .auth
+        .clone()
+        .login(grpc(&rid, state.clients.deadlines().auth, request))
+        .await
+        .map_err(|s| ApiError::from_status("auth", &s))?;
+    Ok(Json(pair.into_inner().into()))
+}
+
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshBody,
+    responses((status = 200, body = TokenPair), (status = 401, description = "unknown, reused or revoked refresh token")))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    ValidJson(body): ValidJson<RefreshBody>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let request = pb::RefreshRequest { refresh_token: body.refresh_token };
+    let pair = state
+        .clients
+        .auth
+        .clone()
+        .refresh(grpc(&rid, state.clients.deadlines().auth, request))
+        .await
+        .map_err(|s| ApiError::from_status("auth", &s))?;
+    Ok(Json(pair.into_inner().into()))
+}
+
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth",
+    responses((status = 204, description = "session revoked"), (status = 400, description = "not a session token")))]
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(principal): Extension<Principal>,
+) -> Result<StatusCode, ApiError> {
+    let session_id = principal
+        .session_id
+        .ok_or_else(|| ApiError::bad_request("logout needs a session's access token, not an API key"))?;
+    let request = pb::LogoutRequest { user_id: principal.user_id, session_id };
+    state
+        .clients
+        .auth
+        .clone()
+        .logout(grpc(&rid, state.clients.deadlines().auth, request))
+        .await
+        .map_err(|s| ApiError::from_status("auth", &s))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/auth/api-keys", tag = "auth", request_body = CreateApiKeyBody,
+    responses((status = 201, body = CreatedApiKey)))]
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(principal): Extension<Principal>,
+    ValidJson(body): ValidJson<CreateApiKeyBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let request = pb::CreateApiKeyRequest { user_id: principal.user_id, name: body.name };
+    let created = state
+        .clients
+        .auth
+        .clone()
+        .create_api_key(grpc(&rid, state.clients.deadlines().auth, request))
+        .await
+        .map_err(|s| ApiError::from_status("auth", &s))?
+        .into_inner();
+    let body = CreatedApiKey {
+        id: created.id,
+        key: created.key,
+        name: created.name,
+        created_at: created.created_at,
+    };
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+#[utoipa::path(get, path = "/v1/auth/api-keys", tag = "auth", params(PageParams),
+    responses((status = 200, body = ApiKeyPage)))]
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(principal): Extension<Principal>,
+    ValidQuery(page): ValidQuery<PageParams>,
+) -> Result<Json<ApiKeyPage>, ApiError> {
+    let request = pb::ListApiKeysRequest {
+        user_id: principal.user_id,
+        limit: page.limit.unwrap_or(0),
+        cursor: page.cursor.unwrap_or_default(),
+    };
+    let listed = state
+        .clients
+        .auth
+        .clone()
+        .list_api_keys(grpc(&rid, state.clients.deadlines().auth, request))
+        .await
+        .map_err(|s| ApiError::from_status("auth", &s))?
+        .into_inner();
+    let keys = listed
+        .keys
+        .into_iter()
+        .map(|k| ApiKey { id: k.id, name: k.name, prefix: k.prefix, created_at: k.created_at })
+        .collect();
+    Ok(Json(ApiKeyPage { keys, next_cursor: next_cursor(listed.next_cursor) }))
+}
+
+#[utoipa::path(delete, path = "/v1/auth/api-keys/{id}", tag = "auth",
+    params(("id" = String, Path, description = "API key id")),
+    responses((status = 204, description = "deleted"), (status = 404, description = "no such key of yours")))]
+pub async fn delete_api_key(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let request = pb::DeleteApiKeyRequest { user_id: principal.user_id, id: id.clone() };
+    state
+        .clients
+        .auth
+        .clone()
+        .delete_api_key(grpc(&rid, state.clients.deadlines().auth, request))
+        .await
+        .map_err(|s| ApiError::from_status("auth", &s))?;
+    state.api_keys.invalidate(&id).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "the public keys that verify access tokens")))]
+pub async fn jwks(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+) -> Result<impl IntoResponse, ApiError> {
+    let document = state.jwks.document(&rid).await?;
+    Ok(([(axum::http::header::CACHE_CONTROL, "public, max-age=300")], Json(document)))
+}

@@ -1,0 +1,117 @@
+//! The two HTTP gateways of the mesh: identity and business.
+//!
+//! One library, two binaries. The domains differ in their routes (and, later, their fallback
+//! policy); authentication, metering, edge protection, errors and gRPC clients are shared.
+//!
+//! # Layout
+//! - [`config`]: settings and the [`Domain`] a gateway serves.
+//! - [`context`]: request id, problem rendering, mesh headers, metrics (outermost middleware).
+//! - [`edge`]: the tower/tower-http protection stack.
+//! - [`error`]: [`ApiError`](error::ApiError), problem+json, and the gRPC → HTTP status table.
+//! - [`json`]: body and query extractors that answer problems naming the bad field.
+//! - [`authn`]: JWT (local, JWKS) and API key authentication; the authenticate middleware.
+//! - [`quota`]: metering and `RateLimit-*` headers.
+//! - [`clients`]: balanced gRPC clients and the per-call request metadata.
+//! - [`identity`], [`business`]: each domain's routes.
+//! - [`openapi`]: the `/openapi.json` document.
+
+pub mod authn;
+pub mod business;
+pub mod clients;
+pub mod config;
+pub mod context;
+pub mod edge;
+pub mod error;
+pub mod identity;
+pub mod json;
+pub mod openapi;
+pub mod page;
+pub mod quota;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderValue;
+use axum::response::IntoResponse;
+use mesh_core::admin::{self, Readiness};
+use mesh_core::process::Shutdown;
+use mesh_core::shutdown::Drain;
+use mesh_core::store::Store;
+use tokio::net::TcpListener;
+
+pub use config::{BusinessConfig, Config, Domain};
+pub use state::AppState;
+
+use crate::authn::{ApiKeyVerifier, JwksVerifier};
+use crate::clients::Clients;
+use crate::context::Instance;
+use crate::error::ApiError;
+
+/// Connects what a gateway needs: the store for the API key cache and the service clients.
+pub async fn state(cfg: Config) -> anyhow::Result<AppState> {
+    let store = Store::connect(&cfg.store).await?;
+    let clients = Clients::new(&cfg.services)?;
+    let jwks = Arc::new(JwksVerifier::new(clients.auth.clone(), clients.deadlines().auth, &cfg.jwt));
+    let api_keys = ApiKeyVerifier::new(store, cfg.api_key_cache_ttl);
+    Ok(AppState { cfg: Arc::new(cfg), clients, jwks, api_keys })
+}
+
+/// The gateway's routes for its domain, inside the edge stack; the admin routes sit beside
+/// them, outside load shedding, so probes answer even at capacity.
+pub fn app(state: AppState, instance: &str, readiness: Readiness) -> Router {
+    let domain = state.cfg.domain;
+    let routes = match domain {
+        Domain::Identity => identity::routes(&state),
+        Domain::Business => business::routes(&state),
+    };
+    let document = openapi::document(domain);
+    let routes = routes
+        .route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
+        .fallback(|| async {
+            ApiError::not_found("no route matches this path on this gateway").into_response()
+        });
+    let instance =
+        Instance { name: HeaderValue::from_str(instance).unwrap_or(HeaderValue::from_static("gateway")) };
+    let protected =
+        edge::protect(routes.with_state(state.clone()), &state.cfg.limits, &state.cfg.cors, instance);
+    admin::router(readiness).merge(protected)
+}
+
+/// Serves one gateway on `listener` until `shutdown`, then drains (at most 10 s).
+pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let bound: SocketAddr = listener.local_addr()?;
+    let instance = cfg.instance_name(bound);
+    let jwks_refresh = cfg.jwt.jwks_refresh;
+    let state = state(cfg).await?;
+    let drain = Drain::new();
+    tokio::spawn({
+        let drain = drain.clone();
+        async move {
+            shutdown.await;
+            drain.trigger();
+        }
+    });
+    state.jwks.clone().spawn_refresher(jwks_refresh, drain.signaled());
+    let readiness = Readiness::new(drain.clone());
+    readiness.set_started();
+    tracing::info!(addr = %bound, domain = state.cfg.domain.as_str(), %instance, "gateway serving");
+    let app = app(state, &instance, readiness);
+    let server = axum::serve(listener, app).with_graceful_shutdown(drain.signaled());
+    let overdue = async {
+        drain.signaled().await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = overdue => tracing::warn!("connections still open 10s after shutdown; closing them"),
+    }
+    Ok(())
+}
+
+/// The sources a gateway binary reads its config from (lists declared).
+pub fn config_sources() -> mesh_core::config::Sources {
+    config::LIST_KEYS.iter().fold(mesh_core::config::Sources::from_process(), |s, k| s.with_list_key(*k))
+}

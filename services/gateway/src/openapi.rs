@@ -1,0 +1,53 @@
+//! The OpenAPI 3.1 document of each gateway, generated from the real handler types.
+
+use utoipa::OpenApi;
+
+use crate::config::Domain;
+use crate::{business, identity};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "mesh identity API", description = "Accounts, sessions, API keys, profiles and quota."),
+    paths(
+        identity::auth::register,
+        identity::auth::login,
+        identity::auth::refresh,
+        identity::auth::logout,
+        identity::auth::create_api_key,
+        identity::auth::list_api_keys,
+        identity::auth::delete_api_key,
+        identity::auth::jwks,
+        identity::users::get_me,
+        identity::users::update_me,
+        identity::quota::get_quota,
+    )
+)]
+struct IdentityApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "mesh business API",
+        description = "Orders, the article catalogue, analytics and the dashboard."
+    ),
+    paths(
+        business::orders::create_order,
+        business::orders::list_orders,
+        business::orders::get_order,
+        business::articles::list_articles,
+        business::articles::get_article,
+        business::articles::create_article,
+        business::analytics::record_event,
+        business::analytics::summary,
+        business::dashboard::dashboard,
+    )
+)]
+struct BusinessApi;
+
+/// The document of one domain's gateway.
+pub fn document(domain: Domain) -> utoipa::openapi::OpenApi {
+    match domain {
+        Domain::Identity => IdentityApi::openapi(),
+        Domain::Business => BusinessApi::openapi(),
+    }
+}

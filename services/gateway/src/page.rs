@@ -1,0 +1,20 @@
+//! Cursor pagination parameters shared by every list.
+
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+/// `?limit=&cursor=`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1 to 100; default 20.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// An empty cursor from a service means "no more pages".
+pub fn next_cursor(cursor: String) -> Option<String> {
+    (!cursor.is_empty()).then_some(cursor)
+}

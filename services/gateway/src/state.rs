@@ -1,0 +1,15 @@
+//! What every handler of a gateway shares.
+
+use std::sync::Arc;
+
+use crate::authn::{ApiKeyVerifier, JwksVerifier};
+use crate::clients::Clients;
+use crate::config::Config;
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    pub clients: Clients,
+    pub jwks: Arc<JwksVerifier>,
+    pub api_keys: ApiKeyVerifier,
+}
