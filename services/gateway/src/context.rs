@@ -64,14 +64,14 @@ pub async fn request_context(State(instance): State<Instance>, mut req: Request,
         let is_problem = response
             .headers()
             .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+            .is_some_and(|v| v.as_bytes().starts_with(mesh_core::problem::CONTENT_TYPE.as_bytes()));
         if !is_problem {
             let problem =
                 response.extensions_mut().remove::<Problem>().unwrap_or_else(|| problem_for_status(status));
             let body = problem_body(status, &problem, &id).to_string();
             *response.body_mut() = Body::from(body);
             let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(mesh_core::problem::CONTENT_TYPE));
             headers.remove(header::CONTENT_LENGTH);
         }
     }

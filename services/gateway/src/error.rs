@@ -159,13 +159,7 @@ pub fn problem_for_status(status: StatusCode) -> Problem {
 
 /// The JSON body of a problem.
 pub fn problem_body(status: StatusCode, problem: &Problem, request_id: &str) -> serde_json::Value {
-    serde_json::json!({
-        "type": format!("/problems/{}", problem.slug),
-        "title": problem.title,
-        "status": status.as_u16(),
-        "detail": problem.detail,
-        "instance": request_id,
-    })
+    mesh_core::problem::body(status.as_u16(), problem.slug, problem.title, &problem.detail, request_id)
 }
 
 #[cfg(test)]

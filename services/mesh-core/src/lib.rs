@@ -11,6 +11,7 @@
 //! - [`grpc`]: serving a tonic router with `grpc.health.v1` and graceful drain.
 //! - [`grpc_metrics`]: request count and latency of every gRPC server.
 //! - [`ids`]: time-ordered identifiers and random secrets.
+//! - [`problem`]: RFC 9457 problem+json bodies.
 //! - [`process`]: the shape of every binary's `main`.
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod grpc;
 pub mod grpc_metrics;
 pub mod ids;
+pub mod problem;
 pub mod process;
 pub mod shutdown;
 pub mod store;

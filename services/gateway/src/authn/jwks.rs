@@ -57,6 +57,13 @@ impl std::fmt::Debug for JwksVerifier {
     }
 }
 
+/// Whether `x` is base64url of exactly 32 bytes. jsonwebtoken's rust_crypto EdDSA verifier
+/// slices the key as `[..32]` and would panic on a shorter one, so keys are checked here.
+fn is_ed25519_public_key(x: &str) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(x).is_ok_and(|bytes| bytes.len() == 32)
+}
+
 // === impl JwksVerifier ===
 
 impl JwksVerifier {
@@ -111,7 +118,8 @@ impl JwksVerifier {
         let mut keys = HashMap::new();
         let mut published = Vec::new();
         for jwk in jwks.keys {
-            if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
+            if jwk.kty != "OKP" || jwk.crv != "Ed25519" || !is_ed25519_public_key(&jwk.x) {
+                tracing::warn!(kid = %jwk.kid, "skipping a JWK that is not an Ed25519 public key");
                 continue;
             }
             match DecodingKey::from_ed_components(&jwk.x) {
@@ -195,5 +203,18 @@ impl JwksVerifier {
                 () = shutdown => {}
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_32_byte_keys_are_accepted() {
+        assert!(is_ed25519_public_key("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"));
+        assert!(!is_ed25519_public_key("AAAA"));
+        assert!(!is_ed25519_public_key("not base64!"));
+        assert!(!is_ed25519_public_key(""));
     }
 }

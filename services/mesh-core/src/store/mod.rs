@@ -134,6 +134,7 @@ impl Store {
 
     /// Sets `key` only if it exists, returning the value it replaced (`None`: nothing changed).
     /// The swap is atomic: of two concurrent callers, exactly one sees the original value.
+    /// Like [`Store::set`], it replaces the expiry too: without a `ttl` the key becomes permanent.
     pub async fn replace(
         &self,
         key: &str,
