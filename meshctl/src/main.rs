@@ -1,8 +1,4 @@
 //! `meshctl`: the operator's CLI.
-//!
-//! `meshctl up` composes every component's library in this one process on loopback ports, so a
-//! new user gets the whole mesh with one command and no other install. Without `REDIS_URL` all
-//! components share one in-process memory store (`memory://meshctl`); with it, they use Redis.
 
 mod up;
 
@@ -17,7 +13,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the whole mesh locally until Ctrl-C.
+    /// Run the whole mesh locally (router, gateways, services) until Ctrl-C.
     Up(up::UpArgs),
 }
 

@@ -1,0 +1,65 @@
+//! Configuration of the articles service.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mesh_core::grpc::ServerConfig;
+use mesh_core::process::Listens;
+use mesh_core::store::StoreConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC listener. Default: `127.0.0.1:50055`.
+    pub listen: SocketAddr,
+    /// Admin HTTP listener (`/healthz`, `/readyz`, `/metrics`). Default: `127.0.0.1:9055`.
+    pub admin_listen: SocketAddr,
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    /// How long a reservation may stay `pending` (claimed, stock being taken) before its claim
+    /// expires. The claim expires so that a replica dying mid-reservation does not block that
+    /// reservation id forever; a reservation still taking stock after half of this gives up and
+    /// returns what it took, so a live call never overlaps an expired claim. Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub reservation_timeout: Duration,
+    /// Upper bound on articles one `ListArticles` call examines while filtering by a query. A
+    /// sparse query stops there with a short page and a cursor to continue from, so no call reads
+    /// the whole catalogue. Default: 1000.
+    pub max_scan: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 50055).into(),
+            admin_listen: ([127, 0, 0, 1], 9055).into(),
+            server: ServerConfig::default(),
+            store: StoreConfig::default(),
+            reservation_timeout: Duration::from_secs(60),
+            max_scan: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// Refuses a configuration that could not serve.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.reservation_timeout >= Duration::from_secs(2),
+            "reservation_timeout must be at least 2s"
+        );
+        anyhow::ensure!(self.max_scan >= 1, "max_scan must be at least 1");
+        Ok(())
+    }
+}
+
+impl Listens for Config {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn admin_listen(&self) -> SocketAddr {
+        self.admin_listen
+    }
+}

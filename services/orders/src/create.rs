@@ -1,0 +1,111 @@
+//! Idempotent order creation.
+//!
+//! Steps, each safe to repeat, so a request that stopped half way is finished by sending it again
+//! with the same Idempotency-Key, on any replica:
+//! 1. claim `orders:idem:{owner}:{key}` with `set_nx` → {fingerprint, order id}. A claim already
+//!    there with another fingerprint refuses the request; with the same one, this request
+//!    continues the order it names;
+//! 2. if that order is stored, answer it;
+//! 3. reserve stock on articles with the order id as reservation id (articles answers a repeat
+//!    with the same lines and takes nothing twice);
+//! 4. store the order under its id with `set_nx`: of concurrent attempts exactly one writes, and
+//!    the others answer what it wrote;
+//! 5. index it under its owner (a set: adding twice is adding once).
+
+use mesh_core::{ServiceError, ids};
+use mesh_proto::orders::{CreateOrderRequest, Order};
+
+use crate::model::{self, Claim, StoredItem, StoredOrder};
+use crate::request::NewOrder;
+use crate::service::OrdersApi;
+
+/// Times a claim is attempted when it disappears between `set_nx` and the read of it (a failed
+/// attempt freeing the key at that moment). Once is the usual case; more means a storm of retries.
+const CLAIM_ATTEMPTS: usize = 3;
+
+// === impl OrdersApi ===
+
+impl OrdersApi {
+    pub(crate) async fn create(&self, req: CreateOrderRequest) -> Result<Order, ServiceError> {
+        let req = NewOrder::parse(req)?;
+        let claim_key = model::claim_key(&req.owner_id, &req.idempotency_key);
+        let claim = self.claim(&claim_key, req.fingerprint()).await?;
+        let order_key = model::order_key(&claim.order_id);
+
+        if let Some(order) = self.store.get_json::<StoredOrder>(&order_key).await? {
+            // The attempt that stored it may have stopped before indexing it.
+            self.store.index_add(&model::owner_index(&order.owner_id), &order.id).await?;
+            return Ok(order.to_proto());
+        }
+
+        let lines = match self.articles.reserve(&claim.order_id, &req.items).await {
+            Ok(lines) => lines,
+            Err(
+                e @ (ServiceError::FailedPrecondition(_)
+                | ServiceError::NotFound(_)
+                | ServiceError::InvalidArgument(_)),
+            ) => {
+                // As sent, this request can never succeed: free the key so the client can fix the
+                // request (fewer units, another article) and send it again with the same key.
+                if let Err(cause) = self.store.delete(&claim_key).await {
+                    tracing::warn!(order = %claim.order_id, %cause, "could not free the Idempotency-Key");
+                }
+                return Err(e);
+            }
+            // Unavailable, Aborted, ...: the claim stays, so retrying with the key resumes here.
+            Err(e) => return Err(e),
+        };
+
+        let items: Vec<StoredItem> = lines
+            .into_iter()
+            .map(|l| StoredItem {
+                article_id: l.article_id,
+                quantity: l.quantity,
+                unit_price_cents: l.unit_price_cents,
+            })
+            .collect();
+        let total_cents =
+            model::total_cents(&items).ok_or_else(|| ServiceError::internal("order total overflows"))?;
+        let order = StoredOrder {
+            created_at: model::created_at(&claim.order_id),
+            id: claim.order_id,
+            owner_id: req.owner_id,
+            items,
+            status: model::STATUS_CREATED.into(),
+            total_cents,
+            idempotency_key: req.idempotency_key,
+        };
+        let order = if self.store.set_nx_json(&order_key, &order, None).await? {
+            tracing::info!(order = %order.id, owner = %order.owner_id, total_cents, "order created");
+            order
+        } else {
+            // A concurrent attempt with the same key stored it first; that one is the order.
+            self.store.get_json::<StoredOrder>(&order_key).await?.ok_or_else(|| {
+                ServiceError::internal(format!("order {} vanished after being stored", order.id))
+            })?
+        };
+        self.store.index_add(&model::owner_index(&order.owner_id), &order.id).await?;
+        Ok(order.to_proto())
+    }
+
+    /// Binds the key to this request (and a new order id), or finds what it is bound to.
+    async fn claim(&self, key: &str, fingerprint: String) -> Result<Claim, ServiceError> {
+        let fresh = Claim { fingerprint, order_id: ids::new_id() };
+        for _ in 0..CLAIM_ATTEMPTS {
+            if self.store.set_nx_json(key, &fresh, Some(self.cfg.idempotency_ttl)).await? {
+                return Ok(fresh);
+            }
+            match self.store.get_json::<Claim>(key).await? {
+                Some(existing) if existing.fingerprint == fresh.fingerprint => return Ok(existing),
+                Some(_) => {
+                    return Err(ServiceError::AlreadyExists(
+                        "Idempotency-Key already used with a different request".into(),
+                    ));
+                }
+                // Freed since our set_nx (an attempt that failed for good): claim it again.
+                None => continue,
+            }
+        }
+        Err(ServiceError::Aborted("the Idempotency-Key is busy, try again".into()))
+    }
+}

@@ -1,0 +1,114 @@
+//! Store keys of the orders service and the records kept under them.
+//!
+//! Owner and order ids in keys have passed [`mesh_core::ids::is_id`]; the Idempotency-Key is
+//! printable ASCII and comes after the fixed-length owner id, so no key can be read two ways.
+//!
+//! | key                              | value                                        |
+//! |----------------------------------|----------------------------------------------|
+//! | `orders:idem:{owner}:{key}`      | [`Claim`] (JSON), expires after the key TTL  |
+//! | `orders:order:{id}`              | [`StoredOrder`] (JSON)                       |
+//! | `orders:by-owner:{owner}`        | the owner's order ids (ULIDs: time order)    |
+
+use mesh_proto::orders::{Order, OrderItem};
+use serde::{Deserialize, Serialize};
+
+/// Every order is created with this status; nothing moves it on yet.
+pub(crate) const STATUS_CREATED: &str = "created";
+
+pub(crate) fn claim_key(owner_id: &str, idempotency_key: &str) -> String {
+    format!("orders:idem:{owner_id}:{idempotency_key}")
+}
+
+pub(crate) fn order_key(id: &str) -> String {
+    format!("orders:order:{id}")
+}
+
+pub(crate) fn owner_index(owner_id: &str) -> String {
+    format!("orders:by-owner:{owner_id}")
+}
+
+/// Seconds since the epoch at which the ULID `id` was made. Derived from the id so that every
+/// attempt at creating one order (a resumed one too) gives it the same timestamp.
+pub(crate) fn created_at(id: &str) -> i64 {
+    id.parse::<ulid::Ulid>().map(|u| (u.timestamp_ms() / 1000) as i64).unwrap_or(0)
+}
+
+/// What an Idempotency-Key is bound to: the request it was first used with, and the id of the
+/// order that request creates (fixed here, before any other step, so every attempt agrees on it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Claim {
+    pub(crate) fingerprint: String,
+    pub(crate) order_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredItem {
+    pub(crate) article_id: String,
+    pub(crate) quantity: u32,
+    pub(crate) unit_price_cents: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredOrder {
+    pub(crate) id: String,
+    pub(crate) owner_id: String,
+    pub(crate) items: Vec<StoredItem>,
+    pub(crate) status: String,
+    pub(crate) total_cents: i64,
+    pub(crate) created_at: i64,
+    pub(crate) idempotency_key: String,
+}
+
+// === impl StoredOrder ===
+
+impl StoredOrder {
+    pub(crate) fn to_proto(&self) -> Order {
+        Order {
+            id: self.id.clone(),
+            owner_id: self.owner_id.clone(),
+            items: self
+                .items
+                .iter()
+                .map(|i| OrderItem {
+                    article_id: i.article_id.clone(),
+                    quantity: i.quantity,
+                    unit_price_cents: i.unit_price_cents,
+                })
+                .collect(),
+            status: self.status.clone(),
+            total_cents: self.total_cents,
+            created_at: self.created_at,
+            idempotency_key: self.idempotency_key.clone(),
+        }
+    }
+}
+
+/// Sum of quantity × unit price; `None` on overflow (impossible within the request bounds:
+/// 50 lines × 1000 units × 10^9 cents is far below `i64::MAX`, but the check costs nothing).
+pub(crate) fn total_cents(items: &[StoredItem]) -> Option<i64> {
+    items
+        .iter()
+        .try_fold(0i64, |sum, i| sum.checked_add(i64::from(i.quantity).checked_mul(i.unit_price_cents)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(quantity: u32, unit_price_cents: i64) -> StoredItem {
+        StoredItem { article_id: "a".into(), quantity, unit_price_cents }
+    }
+
+    #[test]
+    fn the_total_is_quantity_times_unit_price() {
+        assert_eq!(total_cents(&[]), Some(0));
+        assert_eq!(total_cents(&[item(2, 150), item(1, 1000)]), Some(1300));
+        assert_eq!(total_cents(&[item(2, i64::MAX)]), None);
+    }
+
+    #[test]
+    fn created_at_comes_from_the_id() {
+        let id = mesh_core::ids::new_id();
+        assert!((created_at(&id) - mesh_core::ids::unix_now()).abs() <= 1);
+    }
+}

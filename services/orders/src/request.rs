@@ -1,0 +1,152 @@
+//! Checks on a create request, and its fingerprint: what an Idempotency-Key is bound to.
+
+use std::collections::HashSet;
+
+use mesh_core::{ServiceError, ids};
+use mesh_proto::orders::CreateOrderRequest;
+use sha2::{Digest, Sha256};
+
+pub(crate) const MAX_KEY_LEN: usize = 128;
+pub(crate) const MAX_ITEMS: usize = 50;
+pub(crate) const MAX_QUANTITY: u32 = 1000;
+
+/// One line of an order as asked for. The price is not the caller's to say: it comes from the
+/// articles service when stock is reserved, so a request's `unit_price_cents` is ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Item {
+    pub(crate) article_id: String,
+    pub(crate) quantity: u32,
+}
+
+/// A checked create request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewOrder {
+    pub(crate) owner_id: String,
+    pub(crate) idempotency_key: String,
+    pub(crate) items: Vec<Item>,
+}
+
+/// An id in `field`; anything else never reaches a store key.
+pub(crate) fn id(field: &str, value: &str) -> Result<(), ServiceError> {
+    if ids::is_id(value) {
+        Ok(())
+    } else if value.is_empty() {
+        Err(ServiceError::invalid(format!("{field}: must not be empty")))
+    } else {
+        Err(ServiceError::invalid(format!("{field}: not a valid id")))
+    }
+}
+
+// === impl NewOrder ===
+
+impl NewOrder {
+    /// Checks every field. An article appearing twice is refused, not merged (the articles
+    /// service refuses it too): the order's lines then mirror the request's one to one.
+    pub(crate) fn parse(req: CreateOrderRequest) -> Result<Self, ServiceError> {
+        id("owner_id", &req.owner_id)?;
+        let key = &req.idempotency_key;
+        if key.is_empty() {
+            return Err(ServiceError::invalid("idempotency_key: required"));
+        }
+        if key.len() > MAX_KEY_LEN || !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+            return Err(ServiceError::invalid(format!(
+                "idempotency_key: 1 to {MAX_KEY_LEN} printable ASCII characters"
+            )));
+        }
+        if req.items.is_empty() || req.items.len() > MAX_ITEMS {
+            return Err(ServiceError::invalid(format!("items: between 1 and {MAX_ITEMS} items")));
+        }
+        let mut seen = HashSet::with_capacity(req.items.len());
+        let mut items = Vec::with_capacity(req.items.len());
+        for (i, item) in req.items.into_iter().enumerate() {
+            id(&format!("items[{i}].article_id"), &item.article_id)?;
+            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+                return Err(ServiceError::invalid(format!(
+                    "items[{i}].quantity: must be between 1 and {MAX_QUANTITY}"
+                )));
+            }
+            if !seen.insert(item.article_id.clone()) {
+                return Err(ServiceError::invalid(format!(
+                    "items[{i}].article_id: article {} appears more than once; merge its quantities",
+                    item.article_id
+                )));
+            }
+            items.push(Item { article_id: item.article_id, quantity: item.quantity });
+        }
+        Ok(Self { owner_id: req.owner_id, idempotency_key: req.idempotency_key, items })
+    }
+
+    /// SHA-256 (hex) over the items in a canonical form: sorted by article id, one
+    /// `<article_id> <quantity>\n` per item. The order items are listed in does not change what
+    /// is ordered, so it does not change the fingerprint; ids are fixed-length base32 and
+    /// quantities decimal, so no two different item sets share a canonical form.
+    pub(crate) fn fingerprint(&self) -> String {
+        let mut items: Vec<&Item> = self.items.iter().collect();
+        items.sort_by(|a, b| a.article_id.cmp(&b.article_id));
+        let mut hasher = Sha256::new();
+        for item in items {
+            hasher.update(format!("{} {}\n", item.article_id, item.quantity));
+        }
+        hex::encode(hasher.finalize())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_proto::orders::OrderItem;
+
+    use super::*;
+
+    fn item(article_id: &str, quantity: u32) -> OrderItem {
+        OrderItem { article_id: article_id.into(), quantity, unit_price_cents: 0 }
+    }
+
+    fn request(items: Vec<OrderItem>) -> CreateOrderRequest {
+        CreateOrderRequest { owner_id: ids::new_id(), idempotency_key: "key-1".into(), items }
+    }
+
+    fn fingerprint(items: Vec<OrderItem>) -> String {
+        NewOrder::parse(request(items)).unwrap().fingerprint()
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_item_order_and_prices_but_not_quantities() {
+        let (a, b) = (ids::new_id(), ids::new_id());
+        let base = fingerprint(vec![item(&a, 1), item(&b, 2)]);
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, fingerprint(vec![item(&b, 2), item(&a, 1)]));
+        let mut priced = item(&a, 1);
+        priced.unit_price_cents = 5;
+        assert_eq!(base, fingerprint(vec![priced, item(&b, 2)]));
+        assert_ne!(base, fingerprint(vec![item(&a, 2), item(&b, 1)]));
+        assert_ne!(base, fingerprint(vec![item(&a, 1)]));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let a = ids::new_id();
+        let field = |req: CreateOrderRequest| {
+            NewOrder::parse(req).unwrap_err().to_string().split(':').next().unwrap_or_default().to_owned()
+        };
+        let good = || request(vec![item(&a, 1)]);
+        assert!(NewOrder::parse(good()).is_ok());
+        assert!(NewOrder::parse(CreateOrderRequest { idempotency_key: "a b~!".into(), ..good() }).is_ok());
+        assert_eq!(field(CreateOrderRequest { owner_id: "me".into(), ..good() }), "owner_id");
+        assert_eq!(field(CreateOrderRequest { idempotency_key: String::new(), ..good() }), "idempotency_key");
+        assert_eq!(
+            field(CreateOrderRequest { idempotency_key: "k".repeat(129), ..good() }),
+            "idempotency_key"
+        );
+        assert_eq!(
+            field(CreateOrderRequest { idempotency_key: "tab\t".into(), ..good() }),
+            "idempotency_key"
+        );
+        assert_eq!(field(CreateOrderRequest { idempotency_key: "clé".into(), ..good() }), "idempotency_key");
+        assert_eq!(field(request(vec![])), "items");
+        assert_eq!(field(request(vec![item(&a, 1); 51])), "items");
+        assert_eq!(field(request(vec![item(&a, 0)])), "items[0].quantity");
+        assert_eq!(field(request(vec![item(&a, 1001)])), "items[0].quantity");
+        assert_eq!(field(request(vec![item(&a, 1), item("x", 1)])), "items[1].article_id");
+        assert_eq!(field(request(vec![item(&a, 1), item(&a, 1)])), "items[1].article_id");
+    }
+}
