@@ -20,7 +20,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    mesh_core::telemetry::init("meshctl");
+    mesh_core::telemetry::init_cli("meshctl");
     match cli.command {
         Command::Up(args) => up::run(args).await,
     }

@@ -32,7 +32,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const SERVICES: [Kind; 6] = [Kind::Auth, Kind::User, Kind::Quota, Kind::Articles, Kind::Orders, Kind::Analytics];
+    pub const SERVICES: [Kind; 6] =
+        [Kind::Auth, Kind::User, Kind::Quota, Kind::Articles, Kind::Orders, Kind::Analytics];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -177,7 +178,8 @@ impl Mesh {
         for kind in kinds {
             let replicas = if kind == Kind::Router { 1 } else { opts.replicas };
             for replica in 1..=replicas {
-                let port = if opts.fixed_ports { kind.base_port() + (replica - 1) * REPLICA_PORT_STEP } else { 0 };
+                let port =
+                    if opts.fixed_ports { kind.base_port() + (replica - 1) * REPLICA_PORT_STEP } else { 0 };
                 let addr = SocketAddr::new(opts.host, port);
                 let listener = TcpListener::bind(addr).await.with_context(|| {
                     format!("{}-{replica}: cannot listen on {addr} (is another mesh running?)", kind.name())
@@ -221,8 +223,11 @@ impl Mesh {
                     mesh.spawn(kind, replica, listener, |l, s| analytics_service::serve(cfg, l, s))?;
                 }
                 Kind::IdentityGateway | Kind::BusinessGateway => {
-                    let domain =
-                        if kind == Kind::IdentityGateway { gateway::Domain::Identity } else { gateway::Domain::Business };
+                    let domain = if kind == Kind::IdentityGateway {
+                        gateway::Domain::Identity
+                    } else {
+                        gateway::Domain::Business
+                    };
                     let mut cfg = gateway::Config::for_domain(domain);
                     cfg.store = store;
                     cfg.instance = Some(format!("{}-{replica}", kind.name()));
@@ -240,7 +245,10 @@ impl Mesh {
                     let mut cfg = gateway_router::Config::default();
                     let pools = [("identity", Kind::IdentityGateway), ("business", Kind::BusinessGateway)];
                     for (pool, kind) in pools {
-                        cfg.pools.insert(pool.into(), gateway_router::config::Pool { instances: bound.instances(kind) });
+                        cfg.pools.insert(
+                            pool.into(),
+                            gateway_router::config::Pool { instances: bound.instances(kind) },
+                        );
                     }
                     mesh.spawn(kind, replica, listener, |l, s| gateway_router::serve(cfg, l, s))?;
                 }
@@ -249,7 +257,13 @@ impl Mesh {
         Ok(mesh)
     }
 
-    fn spawn<F, Fut>(&mut self, kind: Kind, replica: u16, listener: TcpListener, serve: F) -> anyhow::Result<()>
+    fn spawn<F, Fut>(
+        &mut self,
+        kind: Kind,
+        replica: u16,
+        listener: TcpListener,
+        serve: F,
+    ) -> anyhow::Result<()>
     where
         F: FnOnce(TcpListener, Shutdown) -> Fut,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -267,7 +281,10 @@ impl Mesh {
     }
 
     pub fn get_mut(&mut self, kind: Kind, replica: u16) -> &mut Component {
-        self.components.iter_mut().find(|c| c.kind == kind && c.replica == replica).expect("no such component")
+        self.components
+            .iter_mut()
+            .find(|c| c.kind == kind && c.replica == replica)
+            .expect("no such component")
     }
 
     /// The address of `kind` replica 1.
@@ -311,9 +328,12 @@ async fn is_ready(component: &Component) -> bool {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
     match component.kind {
-        Kind::IdentityGateway | Kind::BusinessGateway | Kind::Router => http_ok(component.addr, "/readyz").await,
+        Kind::IdentityGateway | Kind::BusinessGateway | Kind::Router => {
+            http_ok(component.addr, "/readyz").await
+        }
         _ => {
-            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{}", component.addr)) else {
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{}", component.addr))
+            else {
                 return false;
             };
             match endpoint.connect_timeout(Duration::from_millis(500)).connect().await {

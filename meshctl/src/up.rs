@@ -1,6 +1,7 @@
 //! `meshctl up`: the whole mesh in this process, on the documented loopback ports.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,6 +25,15 @@ pub(crate) struct UpArgs {
     /// Port of this process's admin endpoints (/healthz, /readyz, /metrics).
     #[arg(long, default_value_t = 9000)]
     admin_port: u16,
+    /// An email that gets the admin role when it registers (may repeat).
+    #[arg(long = "admin-email", default_value = "admin@example.com")]
+    admin_emails: Vec<String>,
+    /// Do not add demo articles to an empty catalogue.
+    #[arg(long)]
+    no_seed: bool,
+    /// Requests per hour allowed on the free plan (the default plan).
+    #[arg(long, default_value_t = 1000)]
+    free_limit: u64,
 }
 
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -31,17 +41,36 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         redis_url: Some(args.redis_url.clone().unwrap_or_else(|| "memory://meshctl".into())),
         ..StoreConfig::default()
     };
-    let opts = MeshOptions { store, replicas: args.replicas, host: args.host, ..MeshOptions::default() };
+    let admin_emails = args.admin_emails.clone();
+    let free_limit = args.free_limit;
+    let opts = MeshOptions {
+        store,
+        replicas: args.replicas,
+        host: args.host,
+        configure_auth: Arc::new(move |cfg: &mut auth_service::Config| {
+            cfg.admin_emails = admin_emails.clone()
+        }),
+        configure_quota: Arc::new(move |cfg: &mut quota_service::Config| {
+            if let Some(free) = cfg.plans.get_mut("free") {
+                free.limit = free_limit;
+            }
+        }),
+        ..MeshOptions::default()
+    };
     let mesh = Mesh::start(opts).await?;
 
     let admin_addr = SocketAddr::new(args.host, args.admin_port);
-    let admin_listener =
-        TcpListener::bind(admin_addr).await.with_context(|| format!("admin: cannot listen on {admin_addr}"))?;
+    let admin_listener = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("admin: cannot listen on {admin_addr}"))?;
     let drain = Drain::new();
     let readiness = Readiness::new(drain.clone());
     tokio::spawn(admin::serve(admin_listener, readiness.clone()));
 
     mesh.wait_ready(Duration::from_secs(20)).await?;
+    if !args.no_seed {
+        seed_catalogue(mesh.addr(Kind::Articles)).await?;
+    }
     readiness.set_started();
     print_summary(&args, &mesh, admin_addr);
 
@@ -71,6 +100,35 @@ fn print_summary(args: &UpArgs, mesh: &Mesh, admin: SocketAddr) {
     println!("Ctrl-C stops everything cleanly.");
 }
 
+/// Demo articles, so the walk-through can order something. Only into an empty catalogue.
+async fn seed_catalogue(articles: SocketAddr) -> anyhow::Result<()> {
+    use mesh_proto::articles::articles_service_client::ArticlesServiceClient;
+    use mesh_proto::articles::{Actor, CreateArticleRequest, ListArticlesRequest};
+    let mut client = ArticlesServiceClient::connect(format!("http://{articles}")).await?;
+    let existing = client
+        .list_articles(ListArticlesRequest { query: String::new(), limit: 1, cursor: String::new() })
+        .await?;
+    if !existing.into_inner().articles.is_empty() {
+        return Ok(());
+    }
+    let actor = Actor { user_id: "meshctl".into(), roles: vec!["admin".into()] };
+    for (title, body, price_cents, stock) in [
+        ("Blue teapot", "Stoneware, holds a litre.", 2450, 100),
+        ("Tea cups (set of 4)", "Matching the blue teapot.", 1800, 200),
+        ("Loose-leaf sencha", "100 g, first flush.", 950, 500),
+    ] {
+        let request = CreateArticleRequest {
+            actor: Some(actor.clone()),
+            title: title.into(),
+            body: body.into(),
+            price_cents,
+            stock,
+        };
+        client.create_article(request).await.context("seeding the demo catalogue")?;
+    }
+    Ok(())
+}
+
 fn walkthrough(router: SocketAddr) -> String {
     format!(
         r#"  R=http://{router}
@@ -79,9 +137,9 @@ fn walkthrough(router: SocketAddr) -> String {
   TOKEN=$(curl -s -X POST $R/v1/auth/login -H 'content-type: application/json' \
     -d '{{"email":"ada@example.com","password":"correct horse battery"}}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
   curl -s $R/v1/users/me -H "authorization: Bearer $TOKEN"
-  curl -s $R/v1/articles -H "authorization: Bearer $TOKEN"
+  ARTICLE=$(curl -s "$R/v1/articles?q=sencha" -H "authorization: Bearer $TOKEN" | sed 's/.*"id":"\([^"]*\)".*/\1/')
   curl -s -X POST $R/v1/orders -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-    -H 'idempotency-key: order-1' -d '{{"items":[{{"article_id":"<an article id>","quantity":1}}]}}'
+    -H 'idempotency-key: order-1' -d "{{\"items\":[{{\"article_id\":\"$ARTICLE\",\"quantity\":1}}]}}"
   curl -s $R/v1/orders -H "authorization: Bearer $TOKEN"
   curl -s $R/v1/dashboard -H "authorization: Bearer $TOKEN"
 "#

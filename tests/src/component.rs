@@ -45,7 +45,10 @@ impl Component {
         tokio::time::timeout(Duration::from_secs(10), task).await.context("did not drain within 10s")??
     }
 
-    /// Kills the component at once: no drain, open connections are dropped.
+    /// Aborts the component's task at once, with no drain. This stops accepting new connections;
+    /// connections already open may keep being served, because tonic serves each one on a task of
+    /// its own that the abort does not reach. To simulate a crash, run the real binary as a
+    /// process ([`crate::process::ServiceProcess`]) and kill it.
     pub fn abort(mut self) {
         if let Some(task) = self.task.take() {
             task.abort();

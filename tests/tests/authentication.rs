@@ -28,7 +28,11 @@ async fn tokens_are_verified_for_signature_time_issuer_audience_and_key() {
         for path in ["/v1/orders", "/v1/users/me"] {
             let answer = t.call(Method::GET, path, Some(&token), None).await;
             answer.assert_problem(401);
-            assert!(answer.body["detail"].as_str().unwrap().contains(expected), "{case} on {path}: {:?}", answer.body);
+            assert!(
+                answer.body["detail"].as_str().unwrap().contains(expected),
+                "{case} on {path}: {:?}",
+                answer.body
+            );
             assert_eq!(answer.header("www-authenticate"), "Bearer");
         }
     }
@@ -47,14 +51,19 @@ async fn tokens_are_verified_for_signature_time_issuer_audience_and_key() {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = Some(KID.into());
     let claims = json!({"sub": "x", "iss": "mesh-auth", "aud": "mesh", "nbf": now, "exp": now + 60});
-    let forged =
-        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).unwrap()).unwrap();
+    let forged = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
     t.call(Method::GET, "/v1/orders", Some(&forged), None).await.assert_problem(401);
 
     // HS256 with the public key as secret (the classic algorithm confusion) is refused.
     let mut hs = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     hs.kid = Some(KID.into());
-    let confused = jsonwebtoken::encode(&hs, &claims, &jsonwebtoken::EncodingKey::from_secret(b"public")).unwrap();
+    let confused =
+        jsonwebtoken::encode(&hs, &claims, &jsonwebtoken::EncodingKey::from_secret(b"public")).unwrap();
     let answer = t.call(Method::GET, "/v1/orders", Some(&confused), None).await;
     answer.assert_problem(401);
     assert!(answer.body["detail"].as_str().unwrap().contains("algorithm"), "{:?}", answer.body);
@@ -99,15 +108,74 @@ async fn bad_input_is_a_named_4xx_problem_and_changes_nothing() {
     let (_, admin, _) = t.user(support::ADMIN_EMAIL).await;
     let article = t.article(&admin, "Spoon", 100, 5).await;
 
-    let cases: Vec<(Method, &str, serde_json::Value, &[(&str, &str)], u16, &str)> = vec![
-        (Method::POST, "/v1/auth/register", json!({"email": "no-at", "password": "correct horse battery", "display_name": "x"}), &[], 400, "email"),
-        (Method::POST, "/v1/auth/register", json!({"email": "a@b.co", "password": "short", "display_name": "x"}), &[], 400, "password"),
-        (Method::POST, "/v1/auth/register", json!({"email": "a@b.co", "password": "correct horse battery"}), &[], 422, "display_name"),
-        (Method::POST, "/v1/orders", json!({"items": [{"article_id": article, "quantity": 1}]}), &[], 400, "Idempotency-Key"),
-        (Method::POST, "/v1/orders", json!({"items": [{"article_id": article, "quantity": 0}]}), &[("idempotency-key", "k1")], 400, "quantity"),
-        (Method::POST, "/v1/orders", json!({"items": [{"article_id": article, "quantity": -1}]}), &[("idempotency-key", "k2")], 422, "quantity"),
-        (Method::POST, "/v1/orders", json!({"items": [], "coupon": "FREE"}), &[("idempotency-key", "k3")], 422, "coupon"),
-        (Method::POST, "/v1/orders", json!({"items": [{"article_id": "nope", "quantity": 1}]}), &[("idempotency-key", "k4")], 400, "article_id"),
+    // (method, path, body, headers, expected status, a word the detail must name)
+    type Case =
+        (Method, &'static str, serde_json::Value, &'static [(&'static str, &'static str)], u16, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            Method::POST,
+            "/v1/auth/register",
+            json!({"email": "no-at", "password": "correct horse battery", "display_name": "x"}),
+            &[],
+            400,
+            "email",
+        ),
+        (
+            Method::POST,
+            "/v1/auth/register",
+            json!({"email": "a@b.co", "password": "short", "display_name": "x"}),
+            &[],
+            400,
+            "password",
+        ),
+        (
+            Method::POST,
+            "/v1/auth/register",
+            json!({"email": "a@b.co", "password": "correct horse battery"}),
+            &[],
+            422,
+            "display_name",
+        ),
+        (
+            Method::POST,
+            "/v1/orders",
+            json!({"items": [{"article_id": article, "quantity": 1}]}),
+            &[],
+            400,
+            "Idempotency-Key",
+        ),
+        (
+            Method::POST,
+            "/v1/orders",
+            json!({"items": [{"article_id": article, "quantity": 0}]}),
+            &[("idempotency-key", "k1")],
+            400,
+            "quantity",
+        ),
+        (
+            Method::POST,
+            "/v1/orders",
+            json!({"items": [{"article_id": article, "quantity": -1}]}),
+            &[("idempotency-key", "k2")],
+            422,
+            "quantity",
+        ),
+        (
+            Method::POST,
+            "/v1/orders",
+            json!({"items": [], "coupon": "FREE"}),
+            &[("idempotency-key", "k3")],
+            422,
+            "coupon",
+        ),
+        (
+            Method::POST,
+            "/v1/orders",
+            json!({"items": [{"article_id": "nope", "quantity": 1}]}),
+            &[("idempotency-key", "k4")],
+            400,
+            "article_id",
+        ),
         (Method::PATCH, "/v1/users/me", json!({"display_name": ""}), &[], 400, "display_name"),
         (Method::PATCH, "/v1/users/me", json!({"email": "x@y.z"}), &[], 422, "email"),
         (Method::POST, "/v1/analytics/events", json!({"type": "Bad Type"}), &[], 400, "type"),
@@ -115,9 +183,18 @@ async fn bad_input_is_a_named_4xx_problem_and_changes_nothing() {
     for (method, path, body, headers, status, names) in cases {
         let answer = t.call_with(method.clone(), path, Some(&token), Some(body.clone()), headers).await;
         answer.assert_problem(status);
-        assert!(answer.body["detail"].as_str().unwrap().contains(names), "{method} {path} {body}: {:?}", answer.body);
+        assert!(
+            answer.body["detail"].as_str().unwrap().contains(names),
+            "{method} {path} {body}: {:?}",
+            answer.body
+        );
     }
-    for path in ["/v1/articles?limit=1000", "/v1/articles?cursor=garbage", "/v1/orders?bogus=1", "/v1/analytics/summary?window=3y"] {
+    for path in [
+        "/v1/articles?limit=1000",
+        "/v1/articles?cursor=garbage",
+        "/v1/orders?bogus=1",
+        "/v1/analytics/summary?window=3y",
+    ] {
         t.call(Method::GET, path, Some(&token), None).await.assert_problem(400);
     }
 

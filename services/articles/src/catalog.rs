@@ -1,11 +1,11 @@
 //! The catalogue: creating, reading and listing (searching) articles.
 
+use mesh_core::page::PageRequest;
 use mesh_core::store::decode;
 use mesh_core::{ServiceError, ids};
 use mesh_proto::articles::{Article, CreateArticleRequest, ListArticlesRequest, ListArticlesResponse};
 
 use crate::model::{self, StoredArticle};
-use crate::page::PageRequest;
 use crate::search::Query;
 use crate::service::ArticlesApi;
 use crate::validate;

@@ -14,14 +14,12 @@
 //! - `model`: store keys and the records kept under them.
 //! - `validate`: checks on requests, each error naming its field.
 //! - `search`: the word query and how an article matches it.
-//! - `page`: page size and cursor of list calls.
 
 pub mod config;
 pub mod service;
 
 mod catalog;
 mod model;
-mod page;
 mod search;
 mod stock;
 mod validate;

@@ -69,6 +69,11 @@ pub(crate) struct Line {
 pub(crate) struct Reservation {
     pub(crate) state: ReservationState,
     pub(crate) lines: Vec<Line>,
+    /// Set on a `pending` claim only: which call made it. Two calls may claim one id with the same
+    /// lines, one after the other's claim expired; this is what tells their claims apart, so a
+    /// call that failed frees its own claim and never the next one's (`delete_if_eq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) attempt: Option<String>,
 }
 
 // === impl StoredArticle ===
@@ -107,7 +112,12 @@ impl Line {
 
 impl Reservation {
     pub(crate) fn new(state: ReservationState, lines: Vec<Line>) -> Self {
-        Self { state, lines }
+        Self { state, lines, attempt: None }
+    }
+
+    /// The claim of one call that is about to take the stock of `lines`; see [`Reservation::attempt`].
+    pub(crate) fn pending(lines: Vec<Line>) -> Self {
+        Self { attempt: Some(mesh_core::ids::new_id()), ..Self::new(ReservationState::Pending, lines) }
     }
 
     pub(crate) fn encode(&self) -> Result<String, mesh_core::ServiceError> {
@@ -131,5 +141,14 @@ mod tests {
     fn reservation_state_is_stored_as_a_word() {
         let r = Reservation::new(ReservationState::Pending, Vec::new());
         assert_eq!(r.encode().unwrap(), r#"{"state":"pending","lines":[]}"#);
+    }
+
+    #[test]
+    fn pending_claims_of_two_calls_differ_and_old_records_still_decode() {
+        let a = Reservation::pending(Vec::new());
+        let b = Reservation::pending(Vec::new());
+        assert_ne!(a.encode().unwrap(), b.encode().unwrap());
+        let old: Reservation = serde_json::from_str(r#"{"state":"reserved","lines":[]}"#).unwrap();
+        assert_eq!(old, Reservation::new(ReservationState::Reserved, Vec::new()));
     }
 }

@@ -1,11 +1,12 @@
 //! Reserving and releasing stock.
 //!
 //! A reservation takes stock for every line or for none, and is idempotent by its id:
-//! 1. claim the id with `set_nx` as `pending` (the claim expires after `reservation_timeout`, so
-//!    a replica dying here does not block the id forever);
+//! 1. claim the id with `set_nx` as `pending`, marked with this call's own attempt id (the claim
+//!    expires after `reservation_timeout`, so a replica dying here does not block the id forever);
 //! 2. take each line's stock with one atomic `add_bounded(-q, 0, MAX)`: it never goes below zero,
 //!    whatever other replicas do at the same time;
-//! 3. if a line is short, give back what the earlier lines took, drop the claim, and refuse;
+//! 3. if a line is short, give back what the earlier lines took, drop the claim if it is still
+//!    this call's own (`delete_if_eq`), and refuse;
 //! 4. else flip the claim to `reserved` with the lines and their prices.
 //!
 //! A repeat with the same id finds the claim: `reserved` answers the stored lines again (nothing
@@ -47,8 +48,9 @@ impl ArticlesApi {
             lines.push(Line { article_id, quantity: line.quantity, unit_price_cents: article.price_cents });
         }
 
-        let pending = Reservation::new(ReservationState::Pending, lines);
-        if !self.store.set_nx(&key, &pending.encode()?, Some(self.cfg.reservation_timeout)).await? {
+        let pending = Reservation::pending(lines);
+        let claim = pending.encode()?;
+        if !self.store.set_nx(&key, &claim, Some(self.cfg.reservation_timeout)).await? {
             return self.repeated(&id).await;
         }
         // Give up well before the claim expires, so no second call can claim the same id while
@@ -56,7 +58,10 @@ impl ArticlesApi {
         let deadline = Instant::now() + self.cfg.reservation_timeout / 2;
         if let Err(e) = self.take(&id, &pending.lines, deadline).await {
             // This reservation holds nothing now; free the id so the caller may try it again.
-            if let Err(cause) = self.store.delete(&key).await {
+            // Only our own claim: if ours expired while the store stalled, another call may have
+            // claimed the id and be taking stock under it. Deleting its claim would let a third
+            // call claim the id too, and both would keep the stock they took.
+            if let Err(cause) = self.store.delete_if_eq(&key, &claim).await {
                 tracing::warn!(reservation = %id, %cause, "could not drop a failed reservation's claim");
             }
             return Err(e);

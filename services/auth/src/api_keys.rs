@@ -9,6 +9,7 @@
 
 use mesh_core::ServiceError;
 use mesh_core::ids::{new_id, unix_now};
+use mesh_core::page::PageRequest;
 use mesh_core::store::{Bounded, Store, decode};
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +21,6 @@ const KEY_PREFIX: &str = "mk_";
 /// How much of a key is kept in clear for people to recognise it: the prefix and 8 hex digits.
 const SHOWN: usize = KEY_PREFIX.len() + 8;
 const INVALID_KEY: &str = "invalid API key";
-const DEFAULT_PAGE: usize = 20;
-const MAX_PAGE: usize = 100;
 
 /// A stored API key. The secret itself is never stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,19 +110,15 @@ impl ApiKeys {
         Ok(())
     }
 
-    /// Up to `limit` (0: 20, at most 100) of `user_id`'s keys after `cursor`, in id order.
+    /// Up to `limit` of `user_id`'s keys after `cursor`, in id order; limit and cursor are
+    /// checked like every list's ([`PageRequest`]: 0 is 20, more than 100 is refused).
     pub async fn list(&self, user_id: &str, limit: u32, cursor: &str) -> Result<Page, ServiceError> {
         validate::id("user_id", user_id)?;
-        if !cursor.is_empty() {
-            validate::id("cursor", cursor)?;
-        }
-        let limit = match limit as usize {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        let after = (!cursor.is_empty()).then_some(cursor);
+        let page = PageRequest::parse(limit, cursor)?;
+        let limit = page.limit;
         // One more than asked tells whether another page exists.
-        let mut ids = self.store.index_page(&index_key(user_id), after, limit + 1, false).await?;
+        let mut ids =
+            self.store.index_page(&index_key(user_id), page.after.as_deref(), limit + 1, false).await?;
         let more = ids.len() > limit;
         ids.truncate(limit);
         let keys: Vec<String> = ids.iter().map(|id| record_key(id)).collect();
@@ -221,6 +216,9 @@ mod tests {
         assert_eq!(seen, created);
         let all = keys.list(&owner, 0, "").await.unwrap();
         assert_eq!((all.keys.len(), all.next_cursor.as_str()), (5, ""));
+        // Like every list: more than the largest page is refused, not clamped.
+        let err = keys.list(&owner, 101, "").await.unwrap_err();
+        assert!(matches!(err, ServiceError::InvalidArgument(_)), "{err:?}");
     }
 
     #[tokio::test]

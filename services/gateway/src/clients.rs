@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mesh_core::client::{ClientError, balanced_channel};
+use mesh_core::client::{ClientError, ServiceChannel as Channel, balanced_channel};
 use mesh_proto::analytics::analytics_service_client::AnalyticsServiceClient;
 use mesh_proto::articles::articles_service_client::ArticlesServiceClient;
 use mesh_proto::auth::auth_service_client::AuthServiceClient;
@@ -10,7 +10,6 @@ use mesh_proto::orders::orders_service_client::OrdersServiceClient;
 use mesh_proto::quota::quota_service_client::QuotaServiceClient;
 use mesh_proto::user::user_service_client::UserServiceClient;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 
 use crate::config::Services;
 use crate::context::{REQUEST_ID, RequestId};

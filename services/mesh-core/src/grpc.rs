@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
-use tonic_health::ServingStatus;
 
 /// Server settings shared by every gRPC service.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -45,19 +44,12 @@ pub async fn serve(
     cfg: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    for name in names {
-        reporter.set_service_status(*name, ServingStatus::Serving).await;
-    }
+    let (reporter, health) = crate::health::health_service(names);
     let grace = cfg.drain_grace;
-    let names = names.to_vec();
     let (refusing_tx, refusing_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {
         shutdown.await;
-        reporter.set_service_status("", ServingStatus::NotServing).await;
-        for name in names {
-            reporter.set_service_status(name, ServingStatus::NotServing).await;
-        }
+        reporter.set_not_serving();
         tokio::time::sleep(grace).await;
         let _ = refusing_tx.send(());
     };

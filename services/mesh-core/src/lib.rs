@@ -10,7 +10,9 @@
 //! - [`error`]: domain errors and their one mapping to `tonic::Status`.
 //! - [`grpc`]: serving a tonic router with `grpc.health.v1` and graceful drain.
 //! - [`grpc_metrics`]: request count and latency of every gRPC server.
+//! - [`health`]: `grpc.health.v1` whose watches end when the server drains.
 //! - [`ids`]: time-ordered identifiers and random secrets.
+//! - [`page`]: page size and cursor of list calls.
 //! - [`problem`]: RFC 9457 problem+json bodies.
 //! - [`process`]: the shape of every binary's `main`.
 
@@ -20,7 +22,9 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod grpc_metrics;
+pub mod health;
 pub mod ids;
+pub mod page;
 pub mod problem;
 pub mod process;
 pub mod shutdown;

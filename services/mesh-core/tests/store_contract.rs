@@ -127,6 +127,40 @@ contract!(replace_swaps_only_existing_values_and_once, |s: Store| async move {
     assert_eq!(s.get("r").await.unwrap().as_deref(), Some("used"));
 });
 
+contract!(delete_if_eq_deletes_only_when_the_value_is_equal, |s: Store| async move {
+    assert!(!s.delete_if_eq("claim", "mine").await.unwrap(), "nothing to delete");
+    s.set("claim", "theirs", None).await.unwrap();
+    assert!(!s.delete_if_eq("claim", "mine").await.unwrap());
+    assert_eq!(s.get("claim").await.unwrap().as_deref(), Some("theirs"), "another value stays");
+    assert!(s.delete_if_eq("claim", "theirs").await.unwrap());
+    assert_eq!(s.get("claim").await.unwrap(), None);
+    assert!(!s.delete_if_eq("claim", "theirs").await.unwrap(), "deleted once");
+    // Only strings compare: a hash or an index under the key is left alone, not an error.
+    s.hash_incr("h", "f", 1, None).await.unwrap();
+    assert!(!s.delete_if_eq("h", "1").await.unwrap());
+    s.index_add("i", "m").await.unwrap();
+    assert!(!s.delete_if_eq("i", "m").await.unwrap());
+    assert_eq!(s.index_page("i", None, 10, false).await.unwrap(), ["m"]);
+});
+
+contract!(delete_if_eq_is_won_by_exactly_one_of_many_racers, |s: Store| async move {
+    s.set("claim", "v", None).await.unwrap();
+    let s = Arc::new(s);
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let s = s.clone();
+        // A few racers hold a stale value; they must never delete.
+        let expected = if i % 4 == 0 { "stale" } else { "v" };
+        tasks.push(tokio::spawn(async move { s.delete_if_eq("claim", expected).await.unwrap() }));
+    }
+    let mut deleted = 0;
+    for t in tasks {
+        deleted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(deleted, 1);
+    assert_eq!(s.get("claim").await.unwrap(), None);
+});
+
 contract!(add_bounded_applies_within_bounds_and_refuses_outside, |s: Store| async move {
     assert_eq!(s.add_bounded("c", 3, 0, 5, None).await.unwrap(), Bounded::Applied(3));
     assert_eq!(s.add_bounded("c", 2, 0, 5, None).await.unwrap(), Bounded::Applied(5));

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use mesh_core::ServiceError;
+use mesh_core::client::ServiceChannel as Channel;
 use mesh_proto::articles::articles_service_client::ArticlesServiceClient;
 use mesh_proto::articles::{ReserveStockRequest, ReservedLine, StockLine};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::request::Item;

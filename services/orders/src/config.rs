@@ -61,3 +61,22 @@ impl Listens for Config {
         self.admin_listen
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn articles_endpoints_are_a_comma_separated_list_in_the_environment() {
+        // The list key `main.rs` declares; a nested key is named by its dotted path.
+        let cfg: Config = mesh_core::config::Sources::from_env([(
+            "MESH_ARTICLES__ENDPOINTS",
+            "http://a:50055,http://b:50055",
+        )])
+        .with_list_key("articles.endpoints")
+        .load()
+        .unwrap();
+        assert_eq!(cfg.articles.endpoints, ["http://a:50055", "http://b:50055"]);
+        cfg.validate().unwrap();
+    }
+}

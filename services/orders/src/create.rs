@@ -4,7 +4,8 @@
 //! with the same Idempotency-Key, on any replica:
 //! 1. claim `orders:idem:{owner}:{key}` with `set_nx` → {fingerprint, order id}. A claim already
 //!    there with another fingerprint refuses the request; with the same one, this request
-//!    continues the order it names;
+//!    continues the order it names. A request that can never succeed as sent frees the claim it
+//!    found or made, and only that one (`delete_if_eq`);
 //! 2. if that order is stored, answer it;
 //! 3. reserve stock on articles with the order id as reservation id (articles answers a repeat
 //!    with the same lines and takes nothing twice);
@@ -12,6 +13,7 @@
 //!    the others answer what it wrote;
 //! 5. index it under its owner (a set: adding twice is adding once).
 
+use mesh_core::store::decode;
 use mesh_core::{ServiceError, ids};
 use mesh_proto::orders::{CreateOrderRequest, Order};
 
@@ -29,7 +31,7 @@ impl OrdersApi {
     pub(crate) async fn create(&self, req: CreateOrderRequest) -> Result<Order, ServiceError> {
         let req = NewOrder::parse(req)?;
         let claim_key = model::claim_key(&req.owner_id, &req.idempotency_key);
-        let claim = self.claim(&claim_key, req.fingerprint()).await?;
+        let (claim, claimed) = self.claim(&claim_key, req.fingerprint()).await?;
         let order_key = model::order_key(&claim.order_id);
 
         if let Some(order) = self.store.get_json::<StoredOrder>(&order_key).await? {
@@ -47,7 +49,10 @@ impl OrdersApi {
             ) => {
                 // As sent, this request can never succeed: free the key so the client can fix the
                 // request (fewer units, another article) and send it again with the same key.
-                if let Err(cause) = self.store.delete(&claim_key).await {
+                // Only if it still holds the claim this request worked under: meanwhile a twin
+                // attempt may have freed it and a fixed request claimed it anew, and deleting
+                // that claim would let a retry of the fixed request make a second order.
+                if let Err(cause) = self.store.delete_if_eq(&claim_key, &claimed).await {
                     tracing::warn!(order = %claim.order_id, %cause, "could not free the Idempotency-Key");
                 }
                 return Err(e);
@@ -88,23 +93,26 @@ impl OrdersApi {
         Ok(order.to_proto())
     }
 
-    /// Binds the key to this request (and a new order id), or finds what it is bound to.
-    async fn claim(&self, key: &str, fingerprint: String) -> Result<Claim, ServiceError> {
+    /// Binds the key to this request (and a new order id), or finds what it is bound to. Returns
+    /// the claim and the value stored for it, which is what freeing it compares against.
+    async fn claim(&self, key: &str, fingerprint: String) -> Result<(Claim, String), ServiceError> {
         let fresh = Claim { fingerprint, order_id: ids::new_id() };
+        let encoded = serde_json::to_string(&fresh).map_err(ServiceError::internal)?;
         for _ in 0..CLAIM_ATTEMPTS {
-            if self.store.set_nx_json(key, &fresh, Some(self.cfg.idempotency_ttl)).await? {
-                return Ok(fresh);
+            if self.store.set_nx(key, &encoded, Some(self.cfg.idempotency_ttl)).await? {
+                return Ok((fresh, encoded));
             }
-            match self.store.get_json::<Claim>(key).await? {
-                Some(existing) if existing.fingerprint == fresh.fingerprint => return Ok(existing),
-                Some(_) => {
-                    return Err(ServiceError::AlreadyExists(
-                        "Idempotency-Key already used with a different request".into(),
-                    ));
-                }
+            let Some(stored) = self.store.get(key).await? else {
                 // Freed since our set_nx (an attempt that failed for good): claim it again.
-                None => continue,
+                continue;
+            };
+            let existing: Claim = decode(key, &stored)?;
+            if existing.fingerprint != fresh.fingerprint {
+                return Err(ServiceError::AlreadyExists(
+                    "Idempotency-Key already used with a different request".into(),
+                ));
             }
+            return Ok((existing, stored));
         }
         Err(ServiceError::Aborted("the Idempotency-Key is busy, try again".into()))
     }

@@ -15,7 +15,6 @@
 //! - `articles`: the articles client: reservation with retry of ABORTED, status mapping.
 //! - `request`: checks on a create request and its fingerprint.
 //! - `model`: store keys and the records kept under them.
-//! - `page`: page size and cursor of list calls.
 
 pub mod config;
 pub mod service;
@@ -23,7 +22,6 @@ pub mod service;
 mod articles;
 mod create;
 mod model;
-mod page;
 mod read;
 mod request;
 

@@ -1,4 +1,6 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    mesh_core::process::run("orders-service", orders_service::serve).await
+    // `MESH_ARTICLES__ENDPOINTS=http://a:50055,http://b:50055` is a list.
+    let sources = mesh_core::config::Sources::from_process().with_list_key("articles.endpoints");
+    mesh_core::process::run_with("orders-service", sources, orders_service::serve).await
 }

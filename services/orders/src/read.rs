@@ -1,11 +1,11 @@
 //! Reading orders: one order for its owner, and an owner's orders newest first.
 
 use mesh_core::ServiceError;
+use mesh_core::page::PageRequest;
 use mesh_core::store::decode;
 use mesh_proto::orders::{GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order};
 
 use crate::model::{self, StoredOrder};
-use crate::page::PageRequest;
 use crate::request;
 use crate::service::OrdersApi;
 

@@ -14,36 +14,36 @@ use meshctl::{Kind, Mesh, MeshOptions};
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 
-pub const PASSWORD: &str = "correct horse battery";
-pub const ADMIN_EMAIL: &str = "admin@example.com";
-pub const KID: &str = "test-key-1";
+pub(crate) const PASSWORD: &str = "correct horse battery";
+pub(crate) const ADMIN_EMAIL: &str = "admin@example.com";
+pub(crate) const KID: &str = "test-key-1";
 
 /// A running mesh and what tests need to talk to it.
-pub struct TestMesh {
-    pub mesh: Mesh,
-    pub redis: RedisServer,
-    pub http: reqwest::Client,
+pub(crate) struct TestMesh {
+    pub(crate) mesh: Mesh,
+    pub(crate) redis: RedisServer,
+    pub(crate) http: reqwest::Client,
     /// `http://<router>`.
-    pub base: String,
+    pub(crate) base: String,
     /// The PKCS#8 PEM of the key auth signs with, so tests can mint tokens of their own.
-    pub signing_pem: String,
+    pub(crate) signing_pem: String,
 }
 
 /// An HTTP answer, read whole.
 #[derive(Debug)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
 impl Answer {
-    pub fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
     /// Asserts an RFC 9457 problem with `status` whose instance is the request id.
-    pub fn assert_problem(&self, status: u16) {
+    pub(crate) fn assert_problem(&self, status: u16) {
         assert_eq!(self.status.as_u16(), status, "{:?}", self.body);
         assert_eq!(self.header("content-type"), "application/problem+json", "{:?}", self.body);
         assert_eq!(self.body["status"], status);
@@ -54,17 +54,17 @@ impl Answer {
 
 /// Options of a test mesh beyond the defaults.
 #[derive(Default)]
-pub struct Setup {
+pub(crate) struct Setup {
     /// Requests allowed per window on the default plan (default: plenty).
-    pub quota_limit: Option<u64>,
+    pub(crate) quota_limit: Option<u64>,
 }
 
 impl TestMesh {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(Setup::default()).await
     }
 
-    pub async fn start_with(setup: Setup) -> Self {
+    pub(crate) async fn start_with(setup: Setup) -> Self {
         let redis = RedisServer::start().await.expect("redis-server starts");
         let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
         let signing_pem = signing.to_pkcs8_pem(Default::default()).expect("pem").to_string();
@@ -106,11 +106,17 @@ impl TestMesh {
     }
 
     /// Sends a request through the router. `auth` is a bearer token or `key:<api key>`.
-    pub async fn call(&self, method: Method, path: &str, auth: Option<&str>, body: Option<Value>) -> Answer {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
         self.call_with(method, path, auth, body, &[]).await
     }
 
-    pub async fn call_with(
+    pub(crate) async fn call_with(
         &self,
         method: Method,
         path: &str,
@@ -122,7 +128,7 @@ impl TestMesh {
     }
 
     /// Like [`TestMesh::call_with`] against any base URL (e.g. a gateway directly).
-    pub async fn call_at(
+    pub(crate) async fn call_at(
         &self,
         base: &str,
         method: Method,
@@ -156,7 +162,7 @@ impl TestMesh {
     }
 
     /// Registers `email` and logs in: (user id, access token, refresh token).
-    pub async fn user(&self, email: &str) -> (String, String, String) {
+    pub(crate) async fn user(&self, email: &str) -> (String, String, String) {
         let registered = self
             .call(
                 Method::POST,
@@ -174,7 +180,7 @@ impl TestMesh {
         )
     }
 
-    pub async fn login(&self, email: &str) -> Answer {
+    pub(crate) async fn login(&self, email: &str) -> Answer {
         let answer = self
             .call(Method::POST, "/v1/auth/login", None, Some(json!({"email": email, "password": PASSWORD})))
             .await;
@@ -183,7 +189,13 @@ impl TestMesh {
     }
 
     /// Creates an article as the admin (registering the admin first if needed): its id.
-    pub async fn article(&self, admin_token: &str, title: &str, price_cents: i64, stock: i64) -> String {
+    pub(crate) async fn article(
+        &self,
+        admin_token: &str,
+        title: &str,
+        price_cents: i64,
+        stock: i64,
+    ) -> String {
         let created = self
             .call(
                 Method::POST,
@@ -197,7 +209,7 @@ impl TestMesh {
     }
 
     /// Mints an access token signed with the mesh's real key, with `claims` merged over valid ones.
-    pub fn mint(&self, kid: &str, overrides: Value) -> String {
+    pub(crate) fn mint(&self, kid: &str, overrides: Value) -> String {
         let now = mesh_core::ids::unix_now();
         let mut claims = json!({
             "sub": mesh_core::ids::new_id(), "email": "minted@example.com", "roles": ["user"],

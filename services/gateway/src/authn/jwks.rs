@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use mesh_core::client::ServiceChannel as Channel;
 use mesh_proto::auth::GetJwksRequest;
 use mesh_proto::auth::auth_service_client::AuthServiceClient;
 use serde::Deserialize;
-use tonic::transport::Channel;
 
 use crate::clients::grpc;
 use crate::config::JwtConfig;

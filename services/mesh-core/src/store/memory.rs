@@ -138,6 +138,16 @@ impl MemoryStore {
         Ok(existed | maps.indexes.remove(&key).is_some())
     }
 
+    pub(super) async fn delete_if_eq(&self, key: &str, expected: &str) -> StoreResult<bool> {
+        let key = self.key(key);
+        let mut maps = self.lock();
+        if maps.live_string(&key).is_some_and(|e| e.value == expected) {
+            maps.strings.remove(&key);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     pub(super) async fn add_bounded(
         &self,
         key: &str,

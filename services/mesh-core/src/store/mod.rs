@@ -149,6 +149,14 @@ impl Store {
         dispatch!(self, delete(key))
     }
 
+    /// Deletes `key` only if it holds `expected`: compare-and-delete, one atomic step. Returns
+    /// whether it deleted. Frees a claim only while it is still the caller's own: a plain
+    /// [`Store::delete`] after a failure could remove a claim that expired meanwhile and was taken
+    /// by someone else. Only string values compare; any other kind of key is never equal.
+    pub async fn delete_if_eq(&self, key: &str, expected: &str) -> StoreResult<bool> {
+        dispatch!(self, delete_if_eq(key, expected))
+    }
+
     /// Atomically adds `delta` to the integer at `key` (absent counts as 0) if the result stays
     /// within `[min, max]`. A `ttl` is set when the key is created and never extended, which makes
     /// fixed windows: the window starts at the first write.

@@ -26,6 +26,15 @@ end
 return {1, nxt}
 "#;
 
+/// Lua keeps compare-and-delete one atomic step. A key of another type is never equal: `TYPE`
+/// first, because `GET` on a hash or an index would fail the call instead of answering "no".
+const DELETE_IF_EQ: &str = r#"
+if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
 const LUA_SAFE: i64 = 1 << 53;
 
 #[derive(Clone)]
@@ -33,6 +42,7 @@ pub struct RedisStore {
     prefix: String,
     conn: ConnectionManager,
     add_bounded: Script,
+    delete_if_eq: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -60,7 +70,12 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
-        Ok(Self { prefix: cfg.key_prefix.clone(), conn, add_bounded: Script::new(ADD_BOUNDED) })
+        Ok(Self {
+            prefix: cfg.key_prefix.clone(),
+            conn,
+            add_bounded: Script::new(ADD_BOUNDED),
+            delete_if_eq: Script::new(DELETE_IF_EQ),
+        })
     }
 
     fn key(&self, key: &str) -> String {
@@ -125,6 +140,18 @@ impl RedisStore {
 
     pub(super) async fn delete(&self, key: &str) -> StoreResult<bool> {
         let removed: i64 = self.query(redis::cmd("DEL").arg(self.key(key))).await?;
+        Ok(removed > 0)
+    }
+
+    pub(super) async fn delete_if_eq(&self, key: &str, expected: &str) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = self
+            .delete_if_eq
+            .key(self.key(key))
+            .arg(expected)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
         Ok(removed > 0)
     }
 

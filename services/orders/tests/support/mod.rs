@@ -84,6 +84,7 @@ pub(crate) fn orders_config(store: StoreConfig, endpoints: Vec<String>) -> Confi
         endpoints,
         connect_timeout: Duration::from_millis(300),
         request_timeout: Duration::from_secs(1),
+        ..ClientConfig::default()
     };
     Config { store, articles, ..Config::default() }
 }

@@ -1,28 +1,30 @@
-//! Page size and cursor of list calls.
+//! Page size and cursor of list calls, the same for every service that lists.
 //!
-//! A cursor is the id of the last order returned. Clients treat it as opaque; it is
-//! checked like any id before it reaches a store key, so a forged one is refused, not looked up.
+//! A cursor is the id of the last item a call examined. Clients treat it as opaque; it is checked
+//! like any id before it reaches a store key, so a forged one is refused, not looked up.
 
-use mesh_core::{ServiceError, ids};
+use crate::{ServiceError, ids};
 
 /// Page size when the caller asks for 0 (proto3's "not set").
-pub(crate) const DEFAULT_LIMIT: usize = 20;
+pub const DEFAULT_LIMIT: usize = 20;
 /// Largest page. A larger ask is refused rather than clamped, so a caller who asked for 500 learns
 /// at once that it will not get them instead of silently paging through fewer.
-pub(crate) const MAX_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 100;
 
 /// A checked page request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PageRequest {
-    pub(crate) limit: usize,
+pub struct PageRequest {
+    /// 1 to [`MAX_LIMIT`].
+    pub limit: usize,
     /// Start strictly after this id; `None` starts at the beginning.
-    pub(crate) after: Option<String>,
+    pub after: Option<String>,
 }
 
 // === impl PageRequest ===
 
 impl PageRequest {
-    pub(crate) fn parse(limit: u32, cursor: &str) -> Result<Self, ServiceError> {
+    /// Checks a request's `limit` (0: [`DEFAULT_LIMIT`]) and `cursor` (empty: from the start).
+    pub fn parse(limit: u32, cursor: &str) -> Result<Self, ServiceError> {
         let limit = match limit as usize {
             0 => DEFAULT_LIMIT,
             n if n > MAX_LIMIT => {

@@ -1,0 +1,11 @@
+//! The `orders-service` binary: health, admin endpoints, and a clean exit on SIGTERM.
+
+#[tokio::test]
+async fn the_binary_serves_health_and_admin_and_exits_cleanly_on_sigterm() {
+    mesh_tests::lifecycle::check_binary_lifecycle(
+        env!("CARGO_BIN_EXE_orders-service"),
+        "mesh.orders.v1.OrdersService",
+    )
+    .await
+    .unwrap();
+}
