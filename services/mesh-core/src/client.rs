@@ -6,6 +6,10 @@
 //! from the balancer as its health changes. A draining replica says NOT_SERVING before it stops
 //! accepting, so it leaves the balancer before its listener closes.
 //!
+//! Each configured endpoint's host is resolved again every `dns_refresh`, and every address
+//! it resolves to is a replica: a Kubernetes headless Service name yields one replica per ready
+//! pod, and pods that come and go join and leave the balancer.
+//!
 //! With no healthy replica a call fails at once with UNAVAILABLE instead of waiting in the
 //! balancer's queue for an endpoint that may never come (the black hole of an empty balancer).
 //! Until every replica has been probed once, a call waits (at most the connect timeout) for the
@@ -19,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
@@ -41,6 +45,9 @@ pub struct ClientConfig {
     /// as long again is taken out of the balancer. Default: 1s.
     #[serde(with = "humantime_serde")]
     pub health_keepalive: Duration,
+    /// How often endpoint host names are resolved again. Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub dns_refresh: Duration,
 }
 
 impl Default for ClientConfig {
@@ -50,6 +57,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
             health_keepalive: Duration::from_secs(1),
+            dns_refresh: Duration::from_secs(5),
         }
     }
 }
@@ -82,40 +90,48 @@ pub struct ServiceChannel {
 struct Health {
     /// Number of replicas currently in the balancer.
     healthy: watch::Sender<usize>,
-    /// Replicas not yet probed once.
-    unprobed: AtomicUsize,
+    /// Resolutions and first probes still to come; calls wait for them while nothing is healthy.
+    pending: AtomicUsize,
     /// How long a call may wait for the first probe results.
     first_probe_wait: Duration,
 }
 
-/// A lazy channel balanced over the healthy endpoints of `cfg`. Must be called inside a Tokio
-/// runtime: it spawns one health watcher per replica, which ends when the channel is dropped.
+impl Health {
+    fn settled_one(&self) {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        self.healthy.send_modify(|_| {});
+    }
+}
+
+/// A lazy channel balanced over the healthy replicas of `cfg`. Must be called inside a Tokio
+/// runtime: it spawns a resolver per endpoint and a health watcher per resolved address, which
+/// end when the channel is dropped.
 pub fn balanced_channel(cfg: &ClientConfig) -> Result<ServiceChannel, ClientError> {
     if cfg.endpoints.is_empty() {
         return Err(ClientError::NoEndpoints);
     }
-    let endpoints = cfg
+    let targets = cfg
         .endpoints
         .iter()
         .map(|uri| {
-            Endpoint::from_shared(uri.clone())
-                .map(|e| {
-                    e.connect_timeout(cfg.connect_timeout)
-                        .timeout(cfg.request_timeout)
-                        .tcp_nodelay(true)
-                        .http2_keep_alive_interval(Duration::from_secs(30))
-                })
-                .map_err(|e| ClientError::InvalidEndpoint { endpoint: uri.clone(), reason: e.to_string() })
+            let invalid =
+                |reason: &str| ClientError::InvalidEndpoint { endpoint: uri.clone(), reason: reason.into() };
+            let parsed: http::Uri =
+                uri.parse().map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
+            let scheme = parsed.scheme_str().unwrap_or("http").to_owned();
+            let host = parsed.host().ok_or_else(|| invalid("no host"))?.trim_matches(['[', ']']).to_owned();
+            let port = parsed.port_u16().ok_or_else(|| invalid("no port"))?;
+            Ok(Target { scheme, host, port })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let (channel, changes) = Channel::balance_channel::<String>(endpoints.len().max(1) * 2);
+        .collect::<Result<Vec<_>, ClientError>>()?;
+    let (channel, changes) = Channel::balance_channel::<String>(64);
     let health = Arc::new(Health {
         healthy: watch::Sender::new(0),
-        unprobed: AtomicUsize::new(endpoints.len()),
+        pending: AtomicUsize::new(targets.len()),
         first_probe_wait: cfg.connect_timeout,
     });
-    for endpoint in endpoints {
-        tokio::spawn(watch_replica(endpoint, changes.clone(), health.clone(), cfg.health_keepalive));
+    for target in targets {
+        tokio::spawn(resolve_replicas(target, cfg.clone(), changes.clone(), health.clone()));
     }
     Ok(ServiceChannel { channel, health })
 }
@@ -127,79 +143,161 @@ impl ServiceChannel {
     }
 }
 
+/// One configured endpoint: a host name (or address) and port.
+#[derive(Debug)]
+struct Target {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+/// Resolves `target` every `dns_refresh` and keeps one watcher per address it resolves to.
+async fn resolve_replicas(
+    target: Target,
+    cfg: ClientConfig,
+    changes: mpsc::Sender<Change<String, Endpoint>>,
+    health: Arc<Health>,
+) {
+    let literal = target.host.parse::<std::net::IpAddr>().is_ok();
+    // Dropping a watcher's sender stops it, and it takes its replica out of the balancer.
+    let mut watchers: std::collections::HashMap<std::net::SocketAddr, oneshot::Sender<()>> =
+        Default::default();
+    let mut first = true;
+    loop {
+        match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
+            Ok(found) => {
+                let mut found: Vec<_> = found.collect();
+                // `localhost` and dual-stack names resolve to both families; one server rarely
+                // listens on both, so prefer IPv4 when there is any.
+                if found.iter().any(|a| a.is_ipv4()) {
+                    found.retain(|a| a.is_ipv4());
+                }
+                watchers.retain(|addr, _| found.contains(addr));
+                for addr in found {
+                    if watchers.contains_key(&addr) {
+                        continue;
+                    }
+                    let Ok(endpoint) = Endpoint::from_shared(format!("{}://{addr}", target.scheme)) else {
+                        continue;
+                    };
+                    let endpoint = endpoint
+                        .connect_timeout(cfg.connect_timeout)
+                        .timeout(cfg.request_timeout)
+                        .tcp_nodelay(true)
+                        .http2_keep_alive_interval(Duration::from_secs(30));
+                    let (stop, stopped) = oneshot::channel();
+                    watchers.insert(addr, stop);
+                    health.pending.fetch_add(1, Ordering::AcqRel);
+                    let watcher = Replica {
+                        key: endpoint.uri().to_string(),
+                        endpoint,
+                        changes: changes.clone(),
+                        health: health.clone(),
+                        inserted: false,
+                        probed: false,
+                    };
+                    tokio::spawn(watcher.watch(cfg.health_keepalive, stopped));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(host = %target.host, error = %e, "cannot resolve; keeping the replicas known so far")
+            }
+        }
+        if std::mem::take(&mut first) {
+            health.settled_one();
+        }
+        let refresh = if literal { Duration::MAX } else { cfg.dns_refresh };
+        tokio::select! {
+            () = tokio::time::sleep(refresh) => {}
+            () = changes.closed() => return,
+        }
+    }
+}
+
 /// Keeps one replica in the balancer while it reports SERVING, and out of it otherwise.
-async fn watch_replica(
+struct Replica {
+    key: String,
     endpoint: Endpoint,
     changes: mpsc::Sender<Change<String, Endpoint>>,
     health: Arc<Health>,
-    keepalive: Duration,
-) {
-    let key = endpoint.uri().to_string();
-    let probe = endpoint
-        .clone()
-        .http2_keep_alive_interval(keepalive)
-        .keep_alive_timeout(keepalive)
-        .keep_alive_while_idle(true)
-        .timeout(Duration::MAX);
-    let mut inserted = false;
-    let mut first = true;
-    let mut backoff = Duration::from_millis(100);
-    let watching = async {
+    inserted: bool,
+    probed: bool,
+}
+
+impl Replica {
+    async fn watch(mut self, keepalive: Duration, stopped: oneshot::Receiver<()>) {
+        let changes = self.changes.clone();
+        tokio::select! {
+            () = self.run(keepalive) => {}
+            _ = stopped => {}
+            () = changes.closed() => {}
+        }
+        self.set(false).await;
+        self.mark_probed();
+    }
+
+    async fn run(&mut self, keepalive: Duration) {
+        let probe = self
+            .endpoint
+            .clone()
+            .http2_keep_alive_interval(keepalive)
+            .keep_alive_timeout(keepalive)
+            .keep_alive_while_idle(true)
+            .timeout(Duration::MAX);
+        let mut backoff = Duration::from_millis(100);
         loop {
-            let serving = async |serving: bool, inserted: &mut bool| -> bool {
-                if serving == *inserted {
-                    return true;
-                }
-                let change = if serving {
-                    Change::Insert(key.clone(), endpoint.clone())
-                } else {
-                    Change::Remove(key.clone())
-                };
-                if changes.send(change).await.is_err() {
-                    return false;
-                }
-                *inserted = serving;
-                health.healthy.send_modify(|n| if serving { *n += 1 } else { *n -= 1 });
-                if serving {
-                    tracing::info!(replica = %key, "replica healthy: in the balancer");
-                } else {
-                    tracing::warn!(replica = %key, "replica unhealthy: out of the balancer");
-                }
-                metrics::counter!("grpc_client_replica_health_changes_total", "serving" => serving.to_string())
-                    .increment(1);
-                true
-            };
-            if let Ok(conn) = probe.connect().await {
-                let stream =
-                    HealthClient::new(conn).watch(HealthCheckRequest { service: String::new() }).await;
-                if let Ok(stream) = stream {
-                    let mut stream = stream.into_inner();
-                    while let Ok(Some(update)) = stream.message().await {
-                        backoff = Duration::from_millis(100);
-                        if !serving(update.status == ServingStatus::Serving as i32, &mut inserted).await {
-                            return;
-                        }
-                        if std::mem::take(&mut first) {
-                            health.unprobed.fetch_sub(1, Ordering::AcqRel);
-                        }
+            if let Ok(conn) = probe.connect().await
+                && let Ok(stream) =
+                    HealthClient::new(conn).watch(HealthCheckRequest { service: String::new() }).await
+            {
+                let mut stream = stream.into_inner();
+                while let Ok(Some(update)) = stream.message().await {
+                    backoff = Duration::from_millis(100);
+                    if !self.set(update.status == ServingStatus::Serving as i32).await {
+                        return;
                     }
+                    self.mark_probed();
                 }
             }
             // Connect failed, the server is gone, or the watch broke (reset, missed keep-alive).
-            if !serving(false, &mut inserted).await {
+            if !self.set(false).await {
                 return;
             }
-            if std::mem::take(&mut first) {
-                health.unprobed.fetch_sub(1, Ordering::AcqRel);
-                health.healthy.send_modify(|_| {});
-            }
+            self.mark_probed();
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-    };
-    tokio::select! {
-        () = watching => {}
-        () = changes.closed() => {}
+    }
+
+    /// Puts the replica in or out of the balancer; false once the balancer is gone.
+    async fn set(&mut self, serving: bool) -> bool {
+        if serving == self.inserted {
+            return true;
+        }
+        let change = if serving {
+            Change::Insert(self.key.clone(), self.endpoint.clone())
+        } else {
+            Change::Remove(self.key.clone())
+        };
+        if self.changes.send(change).await.is_err() {
+            return false;
+        }
+        self.inserted = serving;
+        self.health.healthy.send_modify(|n| if serving { *n += 1 } else { *n -= 1 });
+        if serving {
+            tracing::info!(replica = %self.key, "replica healthy: in the balancer");
+        } else {
+            tracing::warn!(replica = %self.key, "replica unhealthy: out of the balancer");
+        }
+        metrics::counter!("grpc_client_replica_health_changes_total", "serving" => serving.to_string())
+            .increment(1);
+        true
+    }
+
+    fn mark_probed(&mut self) {
+        if !std::mem::replace(&mut self.probed, true) {
+            self.health.settled_one();
+        }
     }
 }
 
@@ -226,8 +324,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for ServiceChannel {
                 let mut healthy = health.healthy.subscribe();
                 let first_probes = async {
                     // Wait while replicas remain unprobed and none is healthy yet.
-                    let _ =
-                        healthy.wait_for(|n| *n > 0 || health.unprobed.load(Ordering::Acquire) == 0).await;
+                    let _ = healthy.wait_for(|n| *n > 0 || health.pending.load(Ordering::Acquire) == 0).await;
                 };
                 let _ = tokio::time::timeout(health.first_probe_wait, first_probes).await;
                 if *health.healthy.borrow() == 0 {
