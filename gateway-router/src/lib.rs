@@ -1,32 +1,52 @@
-//! The front router: the one door every client uses. It classifies each request by an ordered
-//! rule table and forwards it to a gateway pool.
+//! The front router: the one door every client uses.
 //!
-//! This is the pass-through stage: classification, streaming forwarding and proxy header
-//! hygiene. Health-checked pools, least-loaded balancing, failover and isolation arrive with the
-//! router issue (ARCHITECTURE §4).
+//! Each request is classified by an ordered rule table to a pool of gateway instances, and
+//! forwarded to one chosen by power of two choices over least in-flight. Instances are probed
+//! (`/readyz`) and ejected passively on failures; a request that failed before any response
+//! byte, or got 502/503, is retried on another instance when that is safe, within a retry
+//! budget. Each pool has its own connections and concurrency limit, so one domain's outage
+//! never touches the other's requests.
 //!
 //! # Layout
-//! - [`config`]: listen address, rule table, pools.
+//! - [`config`]: rule table, pools, limits, health and retry settings.
 //! - [`classify`]: the pure classification function.
-//! - [`proxy`]: the forwarding hop.
+//! - [`pool`]: instances, their eligibility and the balancer.
+//! - [`discovery`]: DNS re-resolution and active probing of pool instances.
+//! - [`proxy`]: the forwarding hop with failover.
+//! - [`headers`]: hop-by-hop, forwarding, request id and trace context headers.
+//! - [`ratelimit`]: per-client rate limit.
+//! - [`status`]: `/mesh/status` and the merged `/openapi.json`.
+//! - [`server`]: the HTTP/1.1 + h2c server with client timeouts and limits.
 
 pub mod classify;
 pub mod config;
+pub mod discovery;
+pub mod headers;
+pub mod pool;
 pub mod proxy;
+pub mod ratelimit;
+pub mod server;
+pub mod state;
+pub mod status;
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use mesh_core::admin::{self, Readiness};
 use mesh_core::process::Shutdown;
 use mesh_core::shutdown::Drain;
+use mesh_core::store::Store;
 use tokio::net::TcpListener;
 
 pub use config::Config;
 
-/// Serves the router on `listener` until `shutdown`.
+use crate::pool::Pool;
+use crate::state::RouterState;
+
+/// Serves the router on `listener` until `shutdown`, then drains (at most 10 s).
 pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     cfg.validate()?;
+    let cfg = Arc::new(cfg);
     let drain = Drain::new();
     tokio::spawn({
         let drain = drain.clone();
@@ -35,13 +55,49 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> an
             drain.trigger();
         }
     });
-    let readiness = Readiness::new(drain.clone());
-    readiness.set_started();
-    tracing::info!(addr = %listener.local_addr()?, "router serving");
-    let proxy = proxy::Proxy::new(Arc::new(cfg));
-    let app = admin::router(readiness).merge(axum::Router::new().fallback(proxy::forward).with_state(proxy));
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(drain.signaled())
-        .await?;
-    Ok(())
+
+    let mut pools = BTreeMap::new();
+    for (name, pool_cfg) in &cfg.pools {
+        let pool = Arc::new(Pool::new(name, pool_cfg.max_concurrency, &cfg));
+        pool.set_addresses(discovery::resolve(&pool_cfg.instances).await);
+        tokio::spawn(discovery::maintain(
+            pool.clone(),
+            pool_cfg.instances.clone(),
+            cfg.clone(),
+            drain.signaled(),
+        ));
+        pools.insert(name.clone(), pool);
+    }
+    let store = match &cfg.store.redis_url {
+        Some(url) if !url.is_empty() => Some(Store::connect(&cfg.store).await?),
+        _ => None,
+    };
+    let state = Arc::new(RouterState {
+        cfg: cfg.clone(),
+        pools,
+        limiter: ratelimit::Limiter::new(&cfg.limits, store),
+    });
+    tokio::spawn({
+        let state = state.clone();
+        let stop = drain.signaled();
+        async move {
+            let housekeeping = async {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    state.limiter.housekeep();
+                }
+            };
+            tokio::select! {
+                () = housekeeping => {}
+                () = stop => {}
+            }
+        }
+    });
+    tracing::info!(addr = %listener.local_addr()?, pools = ?cfg.pools.keys().collect::<Vec<_>>(), "router serving");
+    server::run(listener, state, drain).await
+}
+
+/// The sources the router binary reads its config from (lists declared).
+pub fn config_sources() -> mesh_core::config::Sources {
+    config::LIST_KEYS.iter().fold(mesh_core::config::Sources::from_process(), |s, k| s.with_list_key(*k))
 }

@@ -245,10 +245,8 @@ impl Mesh {
                     let mut cfg = gateway_router::Config::default();
                     let pools = [("identity", Kind::IdentityGateway), ("business", Kind::BusinessGateway)];
                     for (pool, kind) in pools {
-                        cfg.pools.insert(
-                            pool.into(),
-                            gateway_router::config::Pool { instances: bound.instances(kind) },
-                        );
+                        cfg.pools
+                            .insert(pool.into(), gateway_router::config::Pool::of(bound.instances(kind)));
                     }
                     mesh.spawn(kind, replica, listener, |l, s| gateway_router::serve(cfg, l, s))?;
                 }

@@ -1,0 +1,403 @@
+//! A pool of gateway instances: who is eligible, and which one gets the next request.
+//!
+//! Balancing is power of two choices over eligible instances, least in-flight first, then
+//! lower latency (EWMA). An instance is eligible when its last `/readyz` probe passed and it is
+//! not ejected. Ejection is passive: a connect error, reset or timeout ejects at once, and a run
+//! of 5xx answers too; each ejection in a row doubles its length up to a maximum, and only a
+//! passing probe after it ends lets the instance back in.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::config::{Config, HealthConfig};
+
+/// One gateway instance.
+#[derive(Debug)]
+pub struct Instance {
+    pub addr: SocketAddr,
+    /// The configured name it was resolved from.
+    pub source: String,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    consecutive_5xx: AtomicU32,
+    /// Exponentially weighted latency in microseconds.
+    ewma_micros: AtomicU64,
+    state: Mutex<Eligibility>,
+}
+
+#[derive(Debug)]
+struct Eligibility {
+    /// The last active probe passed.
+    ready: bool,
+    ejected_until: Option<Instant>,
+    /// Length of the next ejection.
+    next_ejection: Duration,
+    ejections: u64,
+}
+
+/// How one attempt on an instance ended, for passive health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered (any status below 500, or a 5xx that is the gateway's own answer).
+    Answered { status: u16, latency: Duration },
+    /// Could not connect, was reset, or did not answer in time.
+    Failed,
+}
+
+/// What `/mesh/status` shows of an instance.
+#[derive(Debug, Serialize)]
+pub struct InstanceStatus {
+    pub addr: String,
+    pub source: String,
+    pub healthy: bool,
+    pub ready: bool,
+    pub ejected_for_ms: u64,
+    pub ejections: u64,
+    pub in_flight: usize,
+    pub requests: u64,
+    pub failures: u64,
+    pub error_rate: f64,
+    pub ewma_latency_ms: f64,
+}
+
+// === impl Instance ===
+
+impl Instance {
+    pub fn new(addr: SocketAddr, source: String, health: &HealthConfig) -> Self {
+        Self {
+            addr,
+            source,
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            consecutive_5xx: AtomicU32::new(0),
+            ewma_micros: AtomicU64::new(0),
+            // Optimistic until the first probe: a fresh router serves at once, and a wrong
+            // guess costs one failed attempt that is retried elsewhere.
+            state: Mutex::new(Eligibility {
+                ready: true,
+                ejected_until: None,
+                next_ejection: health.eject_base,
+                ejections: 0,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Eligibility> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_eligible(&self) -> bool {
+        let state = self.state();
+        state.ready && state.ejected_until.is_none_or(|t| t <= Instant::now())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as in flight until the guard drops.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Records how an attempt ended; ejects on failure or a run of 5xx.
+    pub fn record(&self, outcome: Outcome, pool: &str, health: &HealthConfig) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Outcome::Answered { status, latency } => {
+                let micros = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+                let old = self.ewma_micros.load(Ordering::Relaxed);
+                let new = if old == 0 { micros } else { (old * 7 + micros) / 8 };
+                self.ewma_micros.store(new, Ordering::Relaxed);
+                if status >= 500 {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    if self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1 >= health.consecutive_5xx {
+                        self.consecutive_5xx.store(0, Ordering::Relaxed);
+                        self.eject(pool, health, "consecutive 5xx answers");
+                    }
+                } else {
+                    self.consecutive_5xx.store(0, Ordering::Relaxed);
+                }
+            }
+            Outcome::Failed => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                self.eject(pool, health, "connection failed or timed out");
+            }
+        }
+    }
+
+    fn eject(&self, pool: &str, health: &HealthConfig, reason: &'static str) {
+        let mut state = self.state();
+        let now = Instant::now();
+        if state.ejected_until.is_some_and(|t| t > now) {
+            return;
+        }
+        let length = state.next_ejection;
+        state.ejected_until = Some(now + length);
+        state.next_ejection = (length * 2).min(health.eject_max);
+        state.ejections += 1;
+        drop(state);
+        tracing::warn!(pool, instance = %self.addr, ?length, reason, "instance ejected");
+        metrics::counter!("router_ejections_total", "pool" => pool.to_owned()).increment(1);
+    }
+
+    /// Applies an active probe result. A pass after an ejection ended re-admits the instance
+    /// and, once it stays healthy, resets the ejection length.
+    pub fn probed(&self, ready: bool, pool: &str, health: &HealthConfig) {
+        let mut state = self.state();
+        let now = Instant::now();
+        let was = state.ready && state.ejected_until.is_none_or(|t| t <= now);
+        state.ready = ready;
+        if ready && state.ejected_until.is_some_and(|t| t <= now) {
+            state.ejected_until = None;
+        } else if ready && state.ejected_until.is_none() {
+            state.next_ejection = health.eject_base;
+        }
+        let is = state.ready && state.ejected_until.is_none_or(|t| t <= now);
+        drop(state);
+        if was != is {
+            if is {
+                tracing::info!(pool, instance = %self.addr, "instance admitted");
+            } else {
+                tracing::warn!(pool, instance = %self.addr, "instance failed its readiness probe");
+            }
+        }
+    }
+
+    pub fn status(&self) -> InstanceStatus {
+        let state = self.state();
+        let now = Instant::now();
+        let requests = self.requests.load(Ordering::Relaxed);
+        let failures = self.failures.load(Ordering::Relaxed);
+        InstanceStatus {
+            addr: self.addr.to_string(),
+            source: self.source.clone(),
+            healthy: state.ready && state.ejected_until.is_none_or(|t| t <= now),
+            ready: state.ready,
+            ejected_for_ms: state
+                .ejected_until
+                .map_or(0, |t| t.saturating_duration_since(now).as_millis() as u64),
+            ejections: state.ejections,
+            in_flight: self.in_flight(),
+            requests,
+            failures,
+            error_rate: if requests == 0 { 0.0 } else { failures as f64 / requests as f64 },
+            ewma_latency_ms: self.ewma_micros.load(Ordering::Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
+/// An in-flight request on an instance.
+#[derive(Debug)]
+pub struct InFlight(Arc<Instance>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A pool: its instances, its own connection pool and concurrency limit, its retry budget.
+pub struct Pool {
+    pub name: String,
+    instances: RwLock<Arc<Vec<Arc<Instance>>>>,
+    limit: Arc<Semaphore>,
+    pub max_concurrency: usize,
+    budget: TpsBudget,
+    pub retries: AtomicU64,
+    pub retries_refused: AtomicU64,
+    /// Each pool has its own connections, so one pool's trouble never queues another's requests.
+    pub client: Client<HttpConnector, Body>,
+    pub health: HealthConfig,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+// === impl Pool ===
+
+impl Pool {
+    pub fn new(name: &str, max_concurrency: usize, cfg: &Config) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        let retry = &cfg.retry;
+        Self {
+            name: name.to_owned(),
+            instances: RwLock::default(),
+            limit: Arc::new(Semaphore::new(max_concurrency)),
+            max_concurrency,
+            budget: TpsBudget::new(retry.budget_window, retry.budget_min_per_second, retry.budget_ratio),
+            retries: AtomicU64::new(0),
+            retries_refused: AtomicU64::new(0),
+            client,
+            health: cfg.health.clone(),
+        }
+    }
+
+    pub fn instances(&self) -> Arc<Vec<Arc<Instance>>> {
+        self.instances.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the instance set, keeping the state of instances that remain.
+    pub fn set_addresses(&self, addrs: Vec<(SocketAddr, String)>) {
+        let current = self.instances();
+        let next: Vec<Arc<Instance>> = addrs
+            .into_iter()
+            .map(|(addr, source)| {
+                current
+                    .iter()
+                    .find(|i| i.addr == addr)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Instance::new(addr, source, &self.health)))
+            })
+            .collect();
+        if next.len() != current.len() || next.iter().zip(current.iter()).any(|(a, b)| a.addr != b.addr) {
+            tracing::info!(pool = %self.name, instances = ?next.iter().map(|i| i.addr).collect::<Vec<_>>(), "pool membership");
+        }
+        *self.instances.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+    }
+
+    /// A permit to run one request in this pool, or `None` when it is at capacity.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.limit.clone().try_acquire_owned().ok()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.max_concurrency - self.limit.available_permits()
+    }
+
+    /// Power of two choices among eligible instances not in `exclude`.
+    pub fn pick(&self, exclude: &[SocketAddr]) -> Option<Arc<Instance>> {
+        let instances = self.instances();
+        let eligible: Vec<&Arc<Instance>> =
+            instances.iter().filter(|i| i.is_eligible() && !exclude.contains(&i.addr)).collect();
+        match eligible.len() {
+            0 => None,
+            1 => Some(eligible[0].clone()),
+            n => {
+                let mut rng = rand::thread_rng();
+                let a = rng.gen_range(0..n);
+                let mut b = rng.gen_range(0..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (x, y) = (eligible[a], eligible[b]);
+                let key = |i: &Instance| (i.in_flight(), i.ewma_micros.load(Ordering::Relaxed));
+                Some(if key(y) < key(x) { y.clone() } else { x.clone() })
+            }
+        }
+    }
+
+    /// Counts a request towards the retry budget.
+    pub fn deposit(&self) {
+        self.budget.deposit();
+    }
+
+    /// Takes one retry from the budget; false when it is spent.
+    pub fn withdraw(&self) -> bool {
+        let granted = self.budget.withdraw();
+        if granted {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.retries_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        metrics::counter!("router_retries_total", "pool" => self.name.clone(), "granted" => granted.to_string())
+            .increment(1);
+        granted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: u16) -> Pool {
+        let pool = Pool::new("p", 10, &Config::default());
+        pool.set_addresses(
+            (0..n).map(|i| (SocketAddr::from(([127, 0, 0, 1], 1000 + i)), format!("i{i}"))).collect(),
+        );
+        pool
+    }
+
+    #[tokio::test]
+    async fn picks_prefer_the_less_loaded_of_two() {
+        let pool = pool(2);
+        let busy = pool.instances()[0].clone();
+        let _guards: Vec<_> = (0..5).map(|_| busy.start()).collect();
+        for _ in 0..50 {
+            assert_ne!(pool.pick(&[]).unwrap().addr, busy.addr);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_ejects_and_only_a_probe_after_the_ejection_readmits() {
+        let mut cfg = Config::default();
+        cfg.health.eject_base = Duration::from_millis(50);
+        let pool = Pool::new("p", 10, &cfg);
+        pool.set_addresses(vec![(SocketAddr::from(([127, 0, 0, 1], 1)), "a".into())]);
+        let instance = pool.instances()[0].clone();
+        instance.record(Outcome::Failed, "p", &cfg.health);
+        assert!(pool.pick(&[]).is_none(), "ejected");
+        instance.probed(true, "p", &cfg.health);
+        assert!(pool.pick(&[]).is_none(), "still within the ejection");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        instance.probed(false, "p", &cfg.health);
+        assert!(pool.pick(&[]).is_none(), "failing its probe keeps it out");
+        instance.probed(true, "p", &cfg.health);
+        assert!(pool.pick(&[]).is_some(), "re-admitted");
+        // The next ejection is longer.
+        instance.record(Outcome::Failed, "p", &cfg.health);
+        assert!(instance.status().ejected_for_ms > 50);
+    }
+
+    #[tokio::test]
+    async fn a_run_of_5xx_ejects() {
+        let cfg = Config::default();
+        let pool = pool(1);
+        let instance = pool.instances()[0].clone();
+        let answered = |status| Outcome::Answered { status, latency: Duration::from_millis(1) };
+        for _ in 0..cfg.health.consecutive_5xx - 1 {
+            instance.record(answered(503), "p", &cfg.health);
+        }
+        instance.record(answered(200), "p", &cfg.health);
+        assert!(instance.is_eligible(), "a success breaks the run");
+        for _ in 0..cfg.health.consecutive_5xx {
+            instance.record(answered(503), "p", &cfg.health);
+        }
+        assert!(!instance.is_eligible());
+    }
+
+    #[tokio::test]
+    async fn excluded_instances_are_not_picked_and_membership_keeps_state() {
+        let pool = pool(2);
+        let first = pool.instances()[0].addr;
+        for _ in 0..20 {
+            assert_ne!(pool.pick(&[first]).unwrap().addr, first);
+        }
+        let kept = pool.instances()[1].clone();
+        kept.record(Outcome::Failed, "p", &Config::default().health);
+        pool.set_addresses(vec![(kept.addr, "again".into())]);
+        assert!(!pool.instances()[0].is_eligible(), "state survives a membership update");
+    }
+}

@@ -1,0 +1,14 @@
+//! What every request of the router shares.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::pool::Pool;
+use crate::ratelimit::Limiter;
+
+pub struct RouterState {
+    pub cfg: Arc<Config>,
+    pub pools: BTreeMap<String, Arc<Pool>>,
+    pub limiter: Limiter,
+}

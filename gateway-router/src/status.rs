@@ -1,0 +1,105 @@
+//! The router's own routes: `/mesh/status` (every pool and instance) and `/openapi.json` (the
+//! gateways' documents merged into one).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use crate::pool::InstanceStatus;
+use crate::state::RouterState;
+
+/// `GET /mesh/status`.
+pub async fn status(State(state): State<Arc<RouterState>>) -> Json<Value> {
+    let pools: Vec<Value> = state
+        .pools
+        .values()
+        .map(|pool| {
+            let instances: Vec<InstanceStatus> = pool.instances().iter().map(|i| i.status()).collect();
+            let healthy = instances.iter().filter(|i| i.healthy).count();
+            json!({
+                "name": pool.name,
+                "healthy_instances": healthy,
+                "in_flight": pool.in_flight(),
+                "max_concurrency": pool.max_concurrency,
+                "retry_budget": {
+                    "ratio": state.cfg.retry.budget_ratio,
+                    "min_per_second": state.cfg.retry.budget_min_per_second,
+                    "retries": pool.retries.load(std::sync::atomic::Ordering::Relaxed),
+                    "refused": pool.retries_refused.load(std::sync::atomic::Ordering::Relaxed),
+                },
+                "instances": instances,
+            })
+        })
+        .collect();
+    Json(json!({ "pools": pools }))
+}
+
+/// `GET /openapi.json`: every pool's document fetched from a healthy instance and merged.
+pub async fn openapi(State(state): State<Arc<RouterState>>) -> impl IntoResponse {
+    let mut merged = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "mesh API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Every route of the mesh, as the router serves it."},
+        "paths": {},
+        "components": {"schemas": {}},
+    });
+    for pool in state.pools.values() {
+        let Some(instance) = pool.pick(&[]) else {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"detail": format!("no healthy {} gateway to ask", pool.name)})),
+            );
+        };
+        let Ok(request) = Request::get(format!("http://{}/openapi.json", instance.addr)).body(Body::empty())
+        else {
+            continue;
+        };
+        let fetched = async {
+            let response = pool.client.request(request).await.ok()?;
+            let bytes = response.into_body().collect().await.ok()?.to_bytes();
+            serde_json::from_slice::<Value>(&bytes).ok()
+        };
+        let Ok(Some(document)) = tokio::time::timeout(Duration::from_secs(2), fetched).await else {
+            return (
+                StatusCode::BAD_GATEWAY,
+                Json(json!({"detail": format!("the {} gateway's document could not be read", pool.name)})),
+            );
+        };
+        merge(&mut merged, &document);
+    }
+    (StatusCode::OK, Json(merged))
+}
+
+fn merge(into: &mut Value, document: &Value) {
+    for section in ["paths"] {
+        if let (Some(target), Some(source)) = (into[section].as_object_mut(), document[section].as_object()) {
+            target.extend(source.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    if let (Some(target), Some(source)) =
+        (into["components"]["schemas"].as_object_mut(), document["components"]["schemas"].as_object())
+    {
+        target.extend(source.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_merge_paths_and_schemas() {
+        let mut into = json!({"paths": {}, "components": {"schemas": {}}});
+        merge(&mut into, &json!({"paths": {"/a": {}}, "components": {"schemas": {"A": {}}}}));
+        merge(&mut into, &json!({"paths": {"/b": {}}}));
+        assert_eq!(into["paths"].as_object().unwrap().len(), 2);
+        assert!(into["components"]["schemas"].get("A").is_some());
+    }
+}
