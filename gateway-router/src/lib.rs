@@ -13,6 +13,7 @@
 //! - [`pool`]: instances, their eligibility and the balancer.
 //! - [`discovery`]: DNS re-resolution and active probing of pool instances.
 //! - [`proxy`]: the forwarding hop with failover.
+//! - [`framing`]: refusing requests with both Content-Length and Transfer-Encoding.
 //! - [`headers`]: hop-by-hop, forwarding, request id and trace context headers.
 //! - [`ratelimit`]: per-client rate limit.
 //! - [`status`]: `/mesh/status` and the merged `/openapi.json`.
@@ -21,6 +22,7 @@
 pub mod classify;
 pub mod config;
 pub mod discovery;
+pub mod framing;
 pub mod headers;
 pub mod pool;
 pub mod proxy;

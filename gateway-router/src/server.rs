@@ -22,6 +22,7 @@ use mesh_core::shutdown::Drain;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::framing::FramingGuard;
 use crate::state::RouterState;
 use crate::{proxy, status};
 
@@ -69,12 +70,19 @@ pub async fn run(listener: TcpListener, state: Arc<RouterState>, drain: Drain) -
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let (stream, ambiguous) = FramingGuard::new(stream);
                 let state = state.clone();
                 let own = own.clone();
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let state = state.clone();
                     let own = own.clone();
-                    async move { Ok::<_, Infallible>(handle(state, own, peer, request).await) }
+                    let ambiguous = ambiguous.swap(false, std::sync::atomic::Ordering::AcqRel);
+                    async move {
+                        if ambiguous {
+                            return Ok::<_, Infallible>(refuse_ambiguous(&request));
+                        }
+                        Ok::<_, Infallible>(handle(state, own, peer, request).await)
+                    }
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
@@ -93,6 +101,22 @@ pub async fn run(listener: TcpListener, state: Arc<RouterState>, drain: Drain) -
         () = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("connections still open 10s after shutdown; closing them"),
     }
     Ok(())
+}
+
+/// 400 for a request that carried both Content-Length and Transfer-Encoding; the connection
+/// closes after it (hyper does not keep such a connection alive).
+fn refuse_ambiguous(request: &Request<Incoming>) -> Response<Body> {
+    let id = crate::headers::request_id(request.headers());
+    metrics::counter!("router_refused_framing_total").increment(1);
+    let mut response = proxy::problem(
+        http::StatusCode::BAD_REQUEST,
+        "ambiguous-framing",
+        "Ambiguous framing",
+        "a request may not carry both Content-Length and Transfer-Encoding",
+        &id,
+    );
+    response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    response
 }
 
 async fn handle(
