@@ -153,11 +153,11 @@ async fn a_client_sending_headers_a_byte_at_a_time_is_cut_off() {
         }
         // A slowloris client: one byte every 200 ms, bounded by the request's length.
         let mut buf = [0u8; 256];
-        if let Ok(read) = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
-            if read.map_or(true, |n| n == 0 || buf.starts_with(b"HTTP/1.1 408")) {
-                cut_off = Some(started.elapsed());
-                break;
-            }
+        if let Ok(read) = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await
+            && read.map_or(true, |n| n == 0 || buf.starts_with(b"HTTP/1.1 408"))
+        {
+            cut_off = Some(started.elapsed());
+            break;
         }
     }
     let cut_off = cut_off.expect("the router kept waiting for the slow client's headers");
