@@ -5,11 +5,13 @@
 //!   start again (for fault tests) and which dies with the test.
 //! - [`Component`]: a mesh component served on a port-0 listener in this process, stoppable.
 //! - [`process`]: a component's real binary as a child process, to signal or kill.
+//! - [`load`]: a bounded load generator for chaos tests (loopback only).
 //! - [`lifecycle`]: the health/admin/SIGTERM checks every service binary must pass.
 //! - [`wait_until`]: bounded polling for a condition, in place of sleeps.
 
 mod component;
 pub mod lifecycle;
+pub mod load;
 pub mod process;
 mod redis_server;
 

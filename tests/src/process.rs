@@ -7,6 +7,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// The path of a workspace binary built beside the running test (`target/<profile>/<name>`).
+/// `cargo test --workspace` builds every binary first; with `-p`, build them with
+/// `cargo build --bins` (scripts/test.sh does).
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("a target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --bins` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 /// A running binary started with `MESH_LISTEN=127.0.0.1:0` and `MESH_ADMIN_LISTEN=127.0.0.1:0`;
 /// its addresses are read from its "listening" log line. Killed on drop.
 #[derive(Debug)]
@@ -19,7 +35,8 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `binary` with `env` added to the environment and waits (at most 20 s) until it
     /// says where it listens.
-    pub fn start(binary: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+    pub fn start(binary: impl AsRef<std::ffi::OsStr>, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let binary = binary.as_ref();
         let mut child = Command::new(binary)
             .env("MESH_LISTEN", "127.0.0.1:0")
             .env("MESH_ADMIN_LISTEN", "127.0.0.1:0")
@@ -29,7 +46,7 @@ impl ServiceProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("cannot start {binary}"))?;
+            .with_context(|| format!("cannot start {}", binary.to_string_lossy()))?;
         let stdout = child.stdout.take().context("stdout is piped")?;
         let (tx, rx) = std::sync::mpsc::channel();
         // Reads the log on a thread so a silent child cannot block the test past its deadline;
@@ -46,7 +63,7 @@ impl ServiceProcess {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
-                bail!("{binary} did not log where it listens within 20s");
+                bail!("{} did not log where it listens within 20s", binary.to_string_lossy());
             }
         };
         let field = |name: &str| -> anyhow::Result<SocketAddr> {
@@ -58,6 +75,16 @@ impl ServiceProcess {
                 .context("an address")
         };
         Ok(Self { addr: field("listen")?, admin: field("admin")?, child })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Sends SIGTERM (through `kill`, as an orchestrator would).

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod chaos;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
