@@ -247,7 +247,14 @@ impl Pool {
             instances: RwLock::default(),
             limit: Arc::new(Semaphore::new(max_concurrency)),
             max_concurrency,
-            budget: TpsBudget::new(retry.budget_window, retry.budget_min_per_second, retry.budget_ratio),
+            // TpsBudget turns the ratio into whole deposits per retry as `(1.0 / ratio) as isize`,
+            // and in f32 `1.0 / 0.2` is 4.9999995, which truncates to 4 (25%, not 20%). A
+            // hair less than the ratio makes the division land on the intended whole number.
+            budget: TpsBudget::new(
+                retry.budget_window.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                retry.budget_min_per_second,
+                retry.budget_ratio * 0.999_99,
+            ),
             retries: AtomicU64::new(0),
             retries_refused: AtomicU64::new(0),
             client,

@@ -85,18 +85,8 @@ pub async fn forward(
     let id = crate::headers::request_id(request.headers());
     let (mut parts, body) = request.into_parts();
 
-    // Framing: both lengths is how request smuggling starts; refuse instead of choosing one.
-    if parts.headers.contains_key(header::CONTENT_LENGTH)
-        && parts.headers.contains_key(header::TRANSFER_ENCODING)
-    {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "ambiguous-framing",
-            "Ambiguous framing",
-            "a request may not carry both Content-Length and Transfer-Encoding",
-            &id,
-        );
-    }
+    // A request with both Content-Length and Transfer-Encoding was refused before this point
+    // (`framing`): hyper drops one of them from the parsed headers.
     let content_length = match parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -192,10 +182,6 @@ pub async fn forward(
     let max_attempts = state.cfg.retry.max_attempts;
     let mut last_failure: Option<Response<Body>> = None;
     for attempt in 1..=max_attempts {
-        if attempt > 1 && !pool.withdraw() {
-            tracing::warn!(request_id = %id, pool = %pool.name, "retry budget spent; not retrying");
-            break;
-        }
         let Some(instance) = pool.pick(&tried) else {
             if attempt == 1 {
                 metrics::counter!("router_no_healthy_instance_total", "pool" => pool.name.clone())
@@ -214,6 +200,11 @@ pub async fn forward(
             }
             break;
         };
+        // A retry is taken from the budget only when there is somewhere to send it.
+        if attempt > 1 && !pool.withdraw() {
+            tracing::warn!(request_id = %id, pool = %pool.name, "retry budget spent; not retrying");
+            break;
+        }
         tried.push(instance.addr);
         let Some(body) = payload.take() else { break };
         let mut request = Request::from_parts(parts.clone(), body);
@@ -253,14 +244,15 @@ pub async fn forward(
                 instance.record(Outcome::Failed, &pool.name, &pool.health);
                 tracing::warn!(request_id = %id, pool = %pool.name, instance = %instance.addr, %error, attempt, "connect failed");
                 last_failure = Some(problem(
-                    StatusCode::BAD_GATEWAY,
-                    "bad-gateway",
-                    "Bad gateway",
-                    &format!("no {} gateway could be reached", pool.name),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    &format!("no {} gateway could be reached, retry shortly", pool.name),
                     &id,
                 ));
-                // Nothing was sent, so even a streamed body is still whole... unless it was taken.
-                if matches!(payload, Payload::Streamed(None)) {
+                // Nothing reached the gateway, so any request may go elsewhere, but a streamed
+                // body was handed to this attempt and cannot be sent again.
+                if !payload.replayable() {
                     break;
                 }
             }

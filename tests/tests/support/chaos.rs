@@ -188,6 +188,22 @@ impl Chaos {
         .await
     }
 
+    /// Like [`Chaos::wait_healthy`], sending a request to the pool meanwhile so passive
+    /// ejection has something to act on.
+    pub(crate) async fn wait_healthy_after_traffic(&self, pool: &str, n: u64) -> bool {
+        let path = if pool == "identity" { "/v1/quota" } else { "/v1/articles" };
+        wait_until(Duration::from_secs(10), || async move {
+            let _ = self.http.get(format!("{}{path}", self.base)).send().await;
+            let status = self.status().await;
+            status["pools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == pool && p["healthy_instances"] == n)
+        })
+        .await
+    }
+
     pub(crate) async fn call(
         &self,
         method: Method,
