@@ -51,5 +51,9 @@ else
   say "clippy not installed; skipping lints"
 fi
 
+# The chaos tests run the gateway binaries as real processes: build every binary first.
+say "cargo build --bins"
+cargo build --workspace --bins --locked
+
 say "cargo test"
 cargo test --workspace --locked --no-fail-fast "$@"

@@ -83,6 +83,7 @@ pub struct MeshOptions {
     pub configure_auth: Configure<auth_service::Config>,
     pub configure_quota: Configure<quota_service::Config>,
     pub configure_gateway: Configure<gateway::Config>,
+    pub configure_router: Configure<gateway_router::Config>,
 }
 
 impl Default for MeshOptions {
@@ -96,6 +97,7 @@ impl Default for MeshOptions {
             configure_auth: Arc::new(|_| {}),
             configure_quota: Arc::new(|_| {}),
             configure_gateway: Arc::new(|_| {}),
+            configure_router: Arc::new(|_| {}),
         }
     }
 }
@@ -248,6 +250,7 @@ impl Mesh {
                         cfg.pools
                             .insert(pool.into(), gateway_router::config::Pool::of(bound.instances(kind)));
                     }
+                    (opts.configure_router)(&mut cfg);
                     mesh.spawn(kind, replica, listener, |l, s| gateway_router::serve(cfg, l, s))?;
                 }
             }

@@ -34,6 +34,9 @@ pub(crate) struct UpArgs {
     /// Requests per hour allowed on the free plan (the default plan).
     #[arg(long, default_value_t = 1000)]
     free_limit: u64,
+    /// Requests per second the router accepts from one client address (0: no limit).
+    #[arg(long, default_value_t = 200)]
+    client_rps: u32,
 }
 
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -43,6 +46,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let admin_emails = args.admin_emails.clone();
     let free_limit = args.free_limit;
+    let client_rps = args.client_rps;
     let opts = MeshOptions {
         store,
         replicas: args.replicas,
@@ -50,6 +54,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         configure_auth: Arc::new(move |cfg: &mut auth_service::Config| {
             cfg.admin_emails = admin_emails.clone()
         }),
+        configure_router: Arc::new(move |cfg: &mut gateway_router::Config| cfg.limits.per_client_rps = client_rps),
         configure_quota: Arc::new(move |cfg: &mut quota_service::Config| {
             if let Some(free) = cfg.plans.get_mut("free") {
                 free.limit = free_limit;
