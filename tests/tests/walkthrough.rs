@@ -153,6 +153,18 @@ async fn the_readme_walkthrough_works_end_to_end() {
         .await;
     after.assert_problem(401);
 
+    // The router publishes both gateways' OpenAPI documents merged, and its view of the pools.
+    let openapi = t.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(openapi.status, StatusCode::OK);
+    assert!(openapi.body["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in ["/v1/auth/register", "/v1/users/me", "/v1/orders", "/v1/dashboard"] {
+        assert!(openapi.body["paths"].get(path).is_some(), "merged document lacks {path}");
+    }
+    let status = t.call(Method::GET, "/mesh/status", None, None).await;
+    let pools = status.body["pools"].as_array().unwrap();
+    assert_eq!(pools.len(), 2);
+    assert!(pools.iter().all(|p| p["healthy_instances"] == 2), "{:?}", status.body);
+
     // The JWKS is public.
     let jwks = t.call(Method::GET, "/.well-known/jwks.json", None, None).await;
     assert_eq!(jwks.body["keys"][0]["kid"], support::KID);
