@@ -55,8 +55,8 @@ pub async fn state(cfg: Config) -> anyhow::Result<AppState> {
     let store = Store::connect(&cfg.store).await?;
     let clients = Clients::new(&cfg.services)?;
     let jwks = Arc::new(JwksVerifier::new(clients.auth.clone(), clients.deadlines().auth, &cfg.jwt));
-    let api_keys = ApiKeyVerifier::new(store, cfg.api_key_cache_ttl);
-    Ok(AppState { cfg: Arc::new(cfg), clients, jwks, api_keys })
+    let api_keys = ApiKeyVerifier::new(store.clone(), cfg.api_key_cache_ttl);
+    Ok(AppState { cfg: Arc::new(cfg), clients, jwks, api_keys, store })
 }
 
 /// The gateway's routes for its domain, inside the edge stack; the admin routes sit beside

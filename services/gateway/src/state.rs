@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use mesh_core::store::Store;
+
 use crate::authn::{ApiKeyVerifier, JwksVerifier};
 use crate::clients::Clients;
 use crate::config::Config;
@@ -12,4 +14,6 @@ pub struct AppState {
     pub clients: Clients,
     pub jwks: Arc<JwksVerifier>,
     pub api_keys: ApiKeyVerifier,
+    /// Redis in deployments: caches, last-known-good answers, the order queue.
+    pub store: Store,
 }
