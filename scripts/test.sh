@@ -51,6 +51,9 @@ else
   say "clippy not installed; skipping lints"
 fi
 
+say "deployment files (scripts/validate-deploy.sh)"
+./scripts/validate-deploy.sh
+
 # The chaos tests run the gateway binaries as real processes: build every binary first.
 say "cargo build --bins"
 cargo build --workspace --bins --locked
