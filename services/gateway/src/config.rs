@@ -47,6 +47,9 @@ pub struct Config {
     /// How long a verified API key is trusted before asking auth again. Default: 30s.
     #[serde(with = "humantime_serde")]
     pub api_key_cache_ttl: Duration,
+    /// How long a last-known-good answer may be served when its service is down. Default: 24h.
+    #[serde(with = "humantime_serde")]
+    pub fallback_ttl: Duration,
 }
 
 /// The gRPC services a gateway calls, each a list of replica endpoints.
@@ -151,6 +154,7 @@ impl Config {
             limits: Limits::default(),
             cors: CorsConfig::default(),
             api_key_cache_ttl: Duration::from_secs(30),
+            fallback_ttl: Duration::from_secs(24 * 3600),
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`context`]: request id, problem rendering, mesh headers, metrics (outermost middleware).
 //! - [`edge`]: the tower/tower-http protection stack.
 //! - [`error`]: [`ApiError`](error::ApiError), problem+json, and the gRPC → HTTP status table.
+//! - [`fallback`]: last-known-good answers and the marks on fallback responses.
 //! - [`json`]: body and query extractors that answer problems naming the bad field.
 //! - [`authn`]: JWT (local, JWKS) and API key authentication; the authenticate middleware.
 //! - [`quota`]: metering and `RateLimit-*` headers.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod context;
 pub mod edge;
 pub mod error;
+pub mod fallback;
 pub mod identity;
 pub mod json;
 pub mod openapi;
@@ -56,7 +58,8 @@ pub async fn state(cfg: Config) -> anyhow::Result<AppState> {
     let clients = Clients::new(&cfg.services)?;
     let jwks = Arc::new(JwksVerifier::new(clients.auth.clone(), clients.deadlines().auth, &cfg.jwt));
     let api_keys = ApiKeyVerifier::new(store.clone(), cfg.api_key_cache_ttl);
-    Ok(AppState { cfg: Arc::new(cfg), clients, jwks, api_keys, store })
+    let lkg = fallback::LastKnownGood::new(store.clone(), cfg.fallback_ttl);
+    Ok(AppState { cfg: Arc::new(cfg), clients, jwks, api_keys, store, lkg })
 }
 
 /// The gateway's routes for its domain, inside the edge stack; the admin routes sit beside

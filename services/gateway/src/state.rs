@@ -7,6 +7,7 @@ use mesh_core::store::Store;
 use crate::authn::{ApiKeyVerifier, JwksVerifier};
 use crate::clients::Clients;
 use crate::config::Config;
+use crate::fallback::LastKnownGood;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -16,4 +17,6 @@ pub struct AppState {
     pub api_keys: ApiKeyVerifier,
     /// Redis in deployments: caches, last-known-good answers, the order queue.
     pub store: Store,
+    /// Last-known-good answers for fallbacks.
+    pub lkg: LastKnownGood,
 }
