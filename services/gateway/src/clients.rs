@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mesh_core::client::{ClientError, ServiceChannel as Channel, balanced_channel};
+use mesh_core::client::{ClientError, ServiceChannel as Channel, service_channel};
 use mesh_proto::analytics::analytics_service_client::AnalyticsServiceClient;
 use mesh_proto::articles::articles_service_client::ArticlesServiceClient;
 use mesh_proto::auth::auth_service_client::AuthServiceClient;
@@ -42,12 +42,12 @@ impl Clients {
     /// are still coming up. Must be called inside a Tokio runtime.
     pub fn new(services: &Services) -> Result<Self, ClientError> {
         Ok(Self {
-            auth: AuthServiceClient::new(balanced_channel(&services.auth)?),
-            user: UserServiceClient::new(balanced_channel(&services.user)?),
-            quota: QuotaServiceClient::new(balanced_channel(&services.quota)?),
-            orders: OrdersServiceClient::new(balanced_channel(&services.orders)?),
-            articles: ArticlesServiceClient::new(balanced_channel(&services.articles)?),
-            analytics: AnalyticsServiceClient::new(balanced_channel(&services.analytics)?),
+            auth: AuthServiceClient::new(service_channel("auth", &services.auth)?),
+            user: UserServiceClient::new(service_channel("user", &services.user)?),
+            quota: QuotaServiceClient::new(service_channel("quota", &services.quota)?),
+            orders: OrdersServiceClient::new(service_channel("orders", &services.orders)?),
+            articles: ArticlesServiceClient::new(service_channel("articles", &services.articles)?),
+            analytics: AnalyticsServiceClient::new(service_channel("analytics", &services.analytics)?),
             deadlines: Deadlines {
                 auth: services.auth.request_timeout,
                 user: services.user.request_timeout,
@@ -64,10 +64,13 @@ impl Clients {
     }
 }
 
-/// A gRPC request carrying the request id and a deadline (`grpc-timeout`).
+/// A gRPC request carrying the request id and a deadline (`grpc-timeout`): the service's own
+/// deadline, or what remains of the whole request's, whichever is sooner — so a service never
+/// works on an answer the client will not wait for.
 pub fn grpc<T>(request_id: &RequestId, deadline: Duration, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.set_timeout(deadline);
+    let deadline = crate::context::remaining().map_or(deadline, |left| left.min(deadline));
+    request.set_timeout(deadline.max(Duration::from_millis(1)));
     if let Ok(value) = MetadataValue::try_from(request_id.as_str()) {
         request.metadata_mut().insert(REQUEST_ID, value);
     }

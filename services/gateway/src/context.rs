@@ -39,6 +39,18 @@ fn is_sane(id: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct Instance {
     pub name: HeaderValue,
+    /// The whole-request deadline, from which every service call's deadline is derived.
+    pub request_timeout: std::time::Duration,
+}
+
+tokio::task_local! {
+    /// When the current request must be answered by; set around each request's handler.
+    static DEADLINE: Instant;
+}
+
+/// Time left before the current request's deadline (`None` outside a request).
+pub fn remaining() -> Option<std::time::Duration> {
+    DEADLINE.try_with(|deadline| deadline.saturating_duration_since(Instant::now())).ok()
 }
 
 pub async fn request_context(State(instance): State<Instance>, mut req: Request, next: Next) -> Response {
@@ -57,7 +69,8 @@ pub async fn request_context(State(instance): State<Instance>, mut req: Request,
     let route = route.unwrap_or_else(|| "unmatched".into());
 
     let span = tracing::info_span!("request", request_id = %id, %method, route = %route);
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let deadline = started + instance.request_timeout;
+    let mut response = DEADLINE.scope(deadline, next.run(req).instrument(span.clone())).await;
 
     let status = response.status();
     if status.is_client_error() || status.is_server_error() {

@@ -76,8 +76,10 @@ pub fn app(state: AppState, instance: &str, readiness: Readiness) -> Router {
         .fallback(|| async {
             ApiError::not_found("no route matches this path on this gateway").into_response()
         });
-    let instance =
-        Instance { name: HeaderValue::from_str(instance).unwrap_or(HeaderValue::from_static("gateway")) };
+    let instance = Instance {
+        name: HeaderValue::from_str(instance).unwrap_or(HeaderValue::from_static("gateway")),
+        request_timeout: state.cfg.limits.request_timeout,
+    };
     let protected =
         edge::protect(routes.with_state(state.clone()), &state.cfg.limits, &state.cfg.cors, instance);
     admin::router(readiness).merge(protected)

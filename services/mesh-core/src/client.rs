@@ -24,13 +24,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
+use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 /// How to reach one service.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientConfig {
     /// Replica addresses, `http://host:port`. Default: none (set per service).
@@ -48,6 +51,36 @@ pub struct ClientConfig {
     /// How often endpoint host names are resolved again. Default: 5s.
     #[serde(with = "humantime_serde")]
     pub dns_refresh: Duration,
+    /// Calls to this service in flight at once; past it calls fail at once (bulkhead). Default: 256.
+    pub max_concurrency: usize,
+    pub breaker: BreakerConfig,
+    pub retry: RetryConfig,
+}
+
+/// Retries of idempotent calls that failed with UNAVAILABLE (or never reached a replica).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Retries per call. Default: 1.
+    pub max_retries: u32,
+    /// Retries as a share of recent calls. Default: 0.2.
+    pub budget_ratio: f32,
+    /// Retries per second allowed whatever the traffic. Default: 5.
+    pub budget_min_per_second: u32,
+    /// How long a call counts towards the budget. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub budget_window: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 1,
+            budget_ratio: 0.2,
+            budget_min_per_second: 5,
+            budget_window: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for ClientConfig {
@@ -58,6 +91,9 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(5),
             health_keepalive: Duration::from_secs(1),
             dns_refresh: Duration::from_secs(5),
+            max_concurrency: 256,
+            breaker: BreakerConfig::default(),
+            retry: RetryConfig::default(),
         }
     }
 }
@@ -83,7 +119,27 @@ pub enum ClientError {
 pub struct ServiceChannel {
     channel: Channel,
     health: Arc<Health>,
+    guard: Arc<Guard>,
 }
+
+/// Protection around every call: bulkhead, breaker, retry budget.
+struct Guard {
+    service: String,
+    limit: Arc<tokio::sync::Semaphore>,
+    breaker: Breaker,
+    budget: TpsBudget,
+    max_retries: u32,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").field("service", &self.service).finish_non_exhaustive()
+    }
+}
+
+/// Marks a request as safe to send twice, beyond the read methods recognised by name.
+#[derive(Clone, Copy, Debug)]
+pub struct Idempotent;
 
 /// What the watchers know, shared with every clone of the channel.
 #[derive(Debug)]
@@ -103,10 +159,17 @@ impl Health {
     }
 }
 
-/// A lazy channel balanced over the healthy replicas of `cfg`. Must be called inside a Tokio
-/// runtime: it spawns a resolver per endpoint and a health watcher per resolved address, which
-/// end when the channel is dropped.
+/// [`service_channel`] for a service named after its first endpoint.
 pub fn balanced_channel(cfg: &ClientConfig) -> Result<ServiceChannel, ClientError> {
+    let name = cfg.endpoints.first().cloned().unwrap_or_default();
+    service_channel(&name, cfg)
+}
+
+/// A lazy channel to `service`, balanced over the healthy replicas of `cfg` and guarded by a
+/// bulkhead, a circuit breaker and a retry budget. Must be called inside a Tokio runtime: it
+/// spawns a resolver per endpoint and a health watcher per resolved address, which end when the
+/// channel is dropped.
+pub fn service_channel(service: &str, cfg: &ClientConfig) -> Result<ServiceChannel, ClientError> {
     if cfg.endpoints.is_empty() {
         return Err(ClientError::NoEndpoints);
     }
@@ -133,13 +196,36 @@ pub fn balanced_channel(cfg: &ClientConfig) -> Result<ServiceChannel, ClientErro
     for target in targets {
         tokio::spawn(resolve_replicas(target, cfg.clone(), changes.clone(), health.clone()));
     }
-    Ok(ServiceChannel { channel, health })
+    let guard = Arc::new(Guard {
+        service: service.to_owned(),
+        limit: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrency.max(1))),
+        breaker: Breaker::new(service, cfg.breaker.clone()),
+        // See the router's pool: a hair under the ratio so tower's f32 division lands on the
+        // intended whole number of deposits per retry.
+        budget: TpsBudget::new(
+            cfg.retry.budget_window.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            cfg.retry.budget_min_per_second,
+            cfg.retry.budget_ratio * 0.999_99,
+        ),
+        max_retries: cfg.retry.max_retries,
+    });
+    Ok(ServiceChannel { channel, health, guard })
 }
 
 impl ServiceChannel {
     /// Replicas currently in the balancer.
     pub fn healthy_replicas(&self) -> usize {
         *self.health.healthy.borrow()
+    }
+
+    /// The circuit breaker's state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.guard.breaker.state()
+    }
+
+    /// The service this channel calls.
+    pub fn service(&self) -> &str {
+        &self.guard.service
     }
 }
 
@@ -316,22 +402,132 @@ impl tower::Service<http::Request<tonic::body::Body>> for ServiceChannel {
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let health = self.health.clone();
+        let guard = self.guard.clone();
         // Take the ready clone, leave a fresh one behind (tower's ready-service contract).
         let fresh = self.channel.clone();
-        let mut channel = std::mem::replace(&mut self.channel, fresh);
+        let channel = std::mem::replace(&mut self.channel, fresh);
         Box::pin(async move {
-            if *health.healthy.borrow() == 0 {
-                let mut healthy = health.healthy.subscribe();
-                let first_probes = async {
-                    // Wait while replicas remain unprobed and none is healthy yet.
-                    let _ = healthy.wait_for(|n| *n > 0 || health.pending.load(Ordering::Acquire) == 0).await;
-                };
-                let _ = tokio::time::timeout(health.first_probe_wait, first_probes).await;
-                if *health.healthy.borrow() == 0 {
-                    return Err(Box::new(tonic::Status::unavailable("no healthy replica")) as BoxError);
-                }
+            wait_for_a_replica(&health).await?;
+            let _permit = guard.limit.clone().try_acquire_owned().map_err(|_| {
+                metrics::counter!("grpc_client_shed_total", "service" => guard.service.clone()).increment(1);
+                unavailable(format!("too many calls in flight to {}", guard.service))
+            })?;
+            guard.budget.deposit();
+            if is_idempotent(&request) && guard.max_retries > 0 {
+                call_with_retries(channel, &guard, request).await
+            } else {
+                call_once(channel, &guard, request).await
             }
-            tower::Service::call(&mut channel, request).await.map_err(Into::into)
         })
+    }
+}
+
+fn unavailable(message: String) -> BoxError {
+    Box::new(tonic::Status::unavailable(message))
+}
+
+/// Fails at once when no replica is healthy, after waiting (briefly) for the first probes.
+async fn wait_for_a_replica(health: &Health) -> Result<(), BoxError> {
+    if *health.healthy.borrow() > 0 {
+        return Ok(());
+    }
+    let mut healthy = health.healthy.subscribe();
+    let first_probes = async {
+        // Wait while replicas remain unprobed and none is healthy yet.
+        let _ = healthy.wait_for(|n| *n > 0 || health.pending.load(Ordering::Acquire) == 0).await;
+    };
+    let _ = tokio::time::timeout(health.first_probe_wait, first_probes).await;
+    if *health.healthy.borrow() == 0 {
+        return Err(unavailable("no healthy replica".into()));
+    }
+    Ok(())
+}
+
+/// Reads are idempotent by the mesh's naming convention (`Get…`, `List…`, `Verify…`); any other
+/// call opts in with the [`Idempotent`] extension.
+fn is_idempotent<B>(request: &http::Request<B>) -> bool {
+    let method = request.uri().path().rsplit('/').next().unwrap_or("");
+    request.extensions().get::<Idempotent>().is_some()
+        || ["Get", "List", "Verify"].iter().any(|prefix| method.starts_with(prefix))
+}
+
+/// How a call ended, for the breaker and the retry decision.
+enum Ended {
+    Ok,
+    /// The service answered with an error about the request: not its health.
+    Refused,
+    /// UNAVAILABLE or no answer: safe to try another replica for an idempotent call.
+    Unavailable,
+    /// Timed out or failed mid-way.
+    Failed,
+}
+
+fn classify<B>(result: &Result<http::Response<B>, tonic::transport::Error>) -> Ended {
+    let Ok(response) = result else { return Ended::Unavailable };
+    match response.headers().get("grpc-status").map(|v| tonic::Code::from_bytes(v.as_bytes())) {
+        None | Some(tonic::Code::Ok) => Ended::Ok,
+        Some(tonic::Code::Unavailable) => Ended::Unavailable,
+        Some(
+            tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Internal
+            | tonic::Code::Unknown,
+        ) => Ended::Failed,
+        Some(_) => Ended::Refused,
+    }
+}
+
+async fn call_once(
+    mut channel: Channel,
+    guard: &Guard,
+    request: http::Request<tonic::body::Body>,
+) -> Result<http::Response<tonic::body::Body>, BoxError> {
+    if !guard.breaker.allow() {
+        return Err(unavailable(format!("circuit open for {}", guard.service)));
+    }
+    let result = tower::Service::call(&mut channel, request).await;
+    guard.breaker.record(matches!(classify(&result), Ended::Ok | Ended::Refused));
+    result.map_err(Into::into)
+}
+
+/// Sends an idempotent call, again on UNAVAILABLE while retries and budget allow. The request
+/// body (one encoded message for unary calls) is kept to be sent again.
+async fn call_with_retries(
+    mut channel: Channel,
+    guard: &Guard,
+    request: http::Request<tonic::body::Body>,
+) -> Result<http::Response<tonic::body::Body>, BoxError> {
+    use http_body_util::BodyExt;
+    let (parts, body) = request.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map_err(|e| -> BoxError { Box::new(tonic::Status::internal(e.to_string())) })?
+        .to_bytes();
+    let rebuild = || {
+        let mut request =
+            http::Request::new(tonic::body::Body::new(http_body_util::Full::new(bytes.clone())));
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = parts.uri.clone();
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
+        request
+    };
+    let mut retries = 0;
+    loop {
+        if !guard.breaker.allow() {
+            return Err(unavailable(format!("circuit open for {}", guard.service)));
+        }
+        tower::ServiceExt::ready(&mut channel).await.map_err(|e| -> BoxError { e.into() })?;
+        let result = tower::Service::call(&mut channel, rebuild()).await;
+        let ended = classify(&result);
+        guard.breaker.record(matches!(ended, Ended::Ok | Ended::Refused));
+        let again = matches!(ended, Ended::Unavailable) && retries < guard.max_retries;
+        if again && guard.budget.withdraw() {
+            retries += 1;
+            metrics::counter!("grpc_client_retries_total", "service" => guard.service.clone()).increment(1);
+            continue;
+        }
+        return result.map_err(Into::into);
     }
 }

@@ -4,6 +4,7 @@
 //! - [`config`]: typed configuration from defaults, a TOML file and `MESH_` environment overrides.
 //! - [`telemetry`]: tracing (JSON logs off a terminal) and the Prometheus recorder.
 //! - [`admin`]: the admin HTTP server: `/healthz`, `/readyz`, `/metrics`.
+//! - [`breaker`]: the circuit breaker of each called service.
 //! - [`client`]: gRPC channels balanced over a service's replicas.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future, and a drain trigger shared by a process's parts.
 //! - [`store`]: the [`Store`] every service keeps its state in: Redis, or memory for the embedded default.
@@ -17,6 +18,7 @@
 //! - [`process`]: the shape of every binary's `main`.
 
 pub mod admin;
+pub mod breaker;
 pub mod client;
 pub mod config;
 pub mod error;

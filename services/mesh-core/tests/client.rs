@@ -26,6 +26,7 @@ fn config(endpoints: Vec<String>) -> ClientConfig {
         request_timeout: Duration::from_secs(2),
         health_keepalive: Duration::from_millis(300),
         dns_refresh: Duration::from_millis(200),
+        ..ClientConfig::default()
     }
 }
 
