@@ -35,7 +35,7 @@ pub async fn run(listener: TcpListener, state: Arc<RouterState>, drain: Drain) -
     readiness.set_started();
     let own = admin::router(readiness).merge(
         Router::new()
-            .route("/mesh/status", get(status::status))
+            .route("/mesh/status", get(status::status_page))
             .route("/openapi.json", get(status::openapi))
             .with_state(state.clone()),
     );

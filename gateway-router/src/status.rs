@@ -15,7 +15,59 @@ use serde_json::{Value, json};
 use crate::pool::InstanceStatus;
 use crate::state::RouterState;
 
-/// `GET /mesh/status`.
+/// The page for people: no external assets, refreshes itself from the JSON view.
+const PAGE: &str = include_str!("../assets/status.html");
+
+/// `GET /mesh/status`: the HTML page for browsers (`Accept: text/html`), JSON otherwise or
+/// with `?format=json`.
+pub async fn status_page(
+    State(state): State<Arc<RouterState>>,
+    headers: http::HeaderMap,
+    uri: http::Uri,
+) -> axum::response::Response {
+    let wants_html = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+        && !uri.query().is_some_and(|q| q.contains("format=json"));
+    if wants_html {
+        return axum::response::Html(PAGE).into_response();
+    }
+    let Json(mut view) = status(State(state.clone())).await;
+    if uri.query().is_some_and(|q| q.contains("view=full")) {
+        view["gateways"] = Value::Array(gateway_views(&state).await);
+    }
+    Json(view).into_response()
+}
+
+/// Each healthy gateway's own view of its services (`/mesh/services`), asked concurrently.
+async fn gateway_views(state: &RouterState) -> Vec<Value> {
+    let asks = state.pools.values().flat_map(|pool| {
+        pool.instances()
+            .iter()
+            .filter(|i| i.is_eligible())
+            .map(|i| (pool.clone(), i.addr))
+            .collect::<Vec<_>>()
+    });
+    let asks = asks.map(|(pool, addr)| async move {
+        let fetched = async {
+            let request = Request::get(format!("http://{addr}/mesh/services")).body(Body::empty()).ok()?;
+            let response = pool.client.request(request).await.ok()?;
+            let bytes = response.into_body().collect().await.ok()?.to_bytes();
+            serde_json::from_slice::<Value>(&bytes).ok()
+        };
+        match tokio::time::timeout(Duration::from_millis(500), fetched).await {
+            Ok(Some(mut view)) => {
+                view["pool"] = json!(pool.name);
+                view
+            }
+            _ => json!({"instance": addr.to_string(), "pool": pool.name, "error": "no answer"}),
+        }
+    });
+    futures_util::future::join_all(asks).await
+}
+
+/// The JSON view of every pool and instance.
 pub async fn status(State(state): State<Arc<RouterState>>) -> Json<Value> {
     let pools: Vec<Value> = state
         .pools

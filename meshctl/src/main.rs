@@ -1,5 +1,6 @@
 //! `meshctl`: the operator's CLI.
 
+mod status;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -15,6 +16,8 @@ struct Cli {
 enum Command {
     /// Run the whole mesh locally (router, gateways, services) until Ctrl-C.
     Up(up::UpArgs),
+    /// Show the running mesh: pools, instances, and each gateway's services.
+    Status(status::StatusArgs),
 }
 
 #[tokio::main]
@@ -23,5 +26,6 @@ async fn main() -> anyhow::Result<()> {
     mesh_core::telemetry::init_cli("meshctl");
     match cli.command {
         Command::Up(args) => up::run(args).await,
+        Command::Status(args) => status::run(args).await,
     }
 }

@@ -24,6 +24,8 @@ pub struct Clients {
     pub articles: ArticlesServiceClient<Channel>,
     pub analytics: AnalyticsServiceClient<Channel>,
     deadlines: Deadlines,
+    /// The same channels, for the service view (`/mesh/services`).
+    channels: Vec<Channel>,
 }
 
 /// The per-call deadline of each service, sent as `grpc-timeout`.
@@ -41,13 +43,21 @@ impl Clients {
     /// Lazy channels: nothing connects until the first call, so a gateway starts while services
     /// are still coming up. Must be called inside a Tokio runtime.
     pub fn new(services: &Services) -> Result<Self, ClientError> {
+        let channels = [
+            service_channel("auth", &services.auth)?,
+            service_channel("user", &services.user)?,
+            service_channel("quota", &services.quota)?,
+            service_channel("orders", &services.orders)?,
+            service_channel("articles", &services.articles)?,
+            service_channel("analytics", &services.analytics)?,
+        ];
         Ok(Self {
-            auth: AuthServiceClient::new(service_channel("auth", &services.auth)?),
-            user: UserServiceClient::new(service_channel("user", &services.user)?),
-            quota: QuotaServiceClient::new(service_channel("quota", &services.quota)?),
-            orders: OrdersServiceClient::new(service_channel("orders", &services.orders)?),
-            articles: ArticlesServiceClient::new(service_channel("articles", &services.articles)?),
-            analytics: AnalyticsServiceClient::new(service_channel("analytics", &services.analytics)?),
+            auth: AuthServiceClient::new(channels[0].clone()),
+            user: UserServiceClient::new(channels[1].clone()),
+            quota: QuotaServiceClient::new(channels[2].clone()),
+            orders: OrdersServiceClient::new(channels[3].clone()),
+            articles: ArticlesServiceClient::new(channels[4].clone()),
+            analytics: AnalyticsServiceClient::new(channels[5].clone()),
             deadlines: Deadlines {
                 auth: services.auth.request_timeout,
                 user: services.user.request_timeout,
@@ -56,7 +66,22 @@ impl Clients {
                 articles: services.articles.request_timeout,
                 analytics: services.analytics.request_timeout,
             },
+            channels: channels.to_vec(),
         })
+    }
+
+    /// Each service's healthy replicas and breaker state, as this gateway sees them.
+    pub fn view(&self) -> Vec<serde_json::Value> {
+        self.channels
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.service(),
+                    "healthy_replicas": c.healthy_replicas(),
+                    "breaker": c.breaker_state().as_str(),
+                })
+            })
+            .collect()
     }
 
     pub fn deadlines(&self) -> Deadlines {
