@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::classify::classify;
 use crate::headers::{IDEMPOTENCY_KEY, REQUEST_ID, prepare_forwarded, strip_hop_by_hop};
@@ -81,8 +82,25 @@ pub async fn forward(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Body> {
+    // The request's span continues the client's trace (or starts one); each attempt is a child
+    // span whose context travels to the gateway in `traceparent`.
+    let span = tracing::info_span!(
+        "router.request",
+        request_id = tracing::field::Empty,
+        pool = tracing::field::Empty,
+        trace_id = tracing::field::Empty
+    );
+    mesh_core::trace::continue_from(&span, request.headers());
+    if let Some(trace_id) = mesh_core::trace::trace_id(&span) {
+        span.record("trace_id", trace_id.as_str());
+    }
+    route(state, peer, request).instrument(span).await
+}
+
+async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let id = crate::headers::request_id(request.headers());
+    tracing::Span::current().record("request_id", id.as_str());
     let (mut parts, body) = request.into_parts();
 
     // A request with both Content-Length and Transfer-Encoding was refused before this point
@@ -122,6 +140,7 @@ pub async fn forward(
     else {
         return problem(StatusCode::NOT_FOUND, "not-found", "Not found", "no route matches this path", &id);
     };
+    tracing::Span::current().record("pool", pool_name);
     let Some(pool) = state.pools.get(pool_name).cloned() else {
         return problem(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -220,9 +239,11 @@ pub async fn forward(
         };
         *request.uri_mut() = uri;
 
+        let attempt_span = tracing::info_span!("router.attempt", instance = %instance.addr, attempt);
+        mesh_core::trace::inject(&attempt_span, request.headers_mut());
         let in_flight = instance.start();
         let attempt_started = Instant::now();
-        let outcome = send(&state, &pool, request).await;
+        let outcome = send(&state, &pool, request).instrument(attempt_span).await;
         let retryable = |kind_safe: bool| attempt < max_attempts && kind_safe;
         match outcome {
             Attempt::Answered(response) => {

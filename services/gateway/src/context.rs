@@ -68,7 +68,17 @@ pub async fn request_context(State(instance): State<Instance>, mut req: Request,
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let route = route.unwrap_or_else(|| "unmatched".into());
 
-    let span = tracing::info_span!("request", request_id = %id, %method, route = %route);
+    let span = tracing::info_span!(
+        "gateway.request",
+        request_id = %id,
+        %method,
+        route = %route,
+        trace_id = tracing::field::Empty
+    );
+    mesh_core::trace::continue_from(&span, req.headers());
+    if let Some(trace_id) = mesh_core::trace::trace_id(&span) {
+        span.record("trace_id", trace_id.as_str());
+    }
     let deadline = started + instance.request_timeout;
     let mut response = DEADLINE.scope(deadline, next.run(req).instrument(span.clone())).await;
 
@@ -93,6 +103,8 @@ pub async fn request_context(State(instance): State<Instance>, mut req: Request,
         headers.insert(REQUEST_ID, value);
     }
     headers.insert(MESH_GATEWAY, instance.name.clone());
+    // Every answer marked `x-mesh-fallback` is counted and logged here, once, with its route.
+    span.in_scope(|| crate::fallback::observe(response.headers(), &route));
 
     let elapsed = started.elapsed();
     let status_label = status.as_u16().to_string();

@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tower::retry::budget::{Budget, TpsBudget};
+use tracing::Instrument;
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use tonic::transport::channel::Change;
@@ -400,25 +401,33 @@ impl tower::Service<http::Request<tonic::body::Body>> for ServiceChannel {
         tower::Service::poll_ready(&mut self.channel, cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
         let health = self.health.clone();
         let guard = self.guard.clone();
+        // A client span per call, child of the caller's current span, carried to the server.
+        let rpc = request.uri().path().to_owned();
+        let span = tracing::info_span!("grpc.client", service = %guard.service, rpc = %rpc);
+        crate::trace::inject(&span, request.headers_mut());
         // Take the ready clone, leave a fresh one behind (tower's ready-service contract).
         let fresh = self.channel.clone();
         let channel = std::mem::replace(&mut self.channel, fresh);
-        Box::pin(async move {
-            wait_for_a_replica(&health).await?;
-            let _permit = guard.limit.clone().try_acquire_owned().map_err(|_| {
-                metrics::counter!("grpc_client_shed_total", "service" => guard.service.clone()).increment(1);
-                unavailable(format!("too many calls in flight to {}", guard.service))
-            })?;
-            guard.budget.deposit();
-            if is_idempotent(&request) && guard.max_retries > 0 {
-                call_with_retries(channel, &guard, request).await
-            } else {
-                call_once(channel, &guard, request).await
+        Box::pin(
+            async move {
+                wait_for_a_replica(&health).await?;
+                let _permit = guard.limit.clone().try_acquire_owned().map_err(|_| {
+                    metrics::counter!("grpc_client_shed_total", "service" => guard.service.clone())
+                        .increment(1);
+                    unavailable(format!("too many calls in flight to {}", guard.service))
+                })?;
+                guard.budget.deposit();
+                if is_idempotent(&request) && guard.max_retries > 0 {
+                    call_with_retries(channel, &guard, request).await
+                } else {
+                    call_once(channel, &guard, request).await
+                }
             }
-        })
+            .instrument(span),
+        )
     }
 }
 

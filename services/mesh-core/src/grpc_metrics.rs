@@ -1,4 +1,5 @@
-//! RED metrics for every gRPC server: a `Layer`/`Service` pair in front of the tonic routes.
+//! RED metrics and a span for every gRPC server call: a `Layer`/`Service` pair in front of the
+//! tonic routes. The span continues the caller's trace from the `traceparent` metadata.
 //!
 //! - `grpc_server_requests_total{method, code}`
 //! - `grpc_server_request_duration_seconds{method}` (time to response headers)
@@ -48,24 +49,35 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let method = req.uri().path().to_owned();
         let started = Instant::now();
-        let call = self.inner.call(req);
-        Box::pin(async move {
-            let result = call.await;
-            let code = match &result {
-                Ok(res) => res
-                    .headers()
-                    .get("grpc-status")
-                    .map(|v| tonic::Code::from_bytes(v.as_bytes()))
-                    .unwrap_or(tonic::Code::Ok),
-                Err(_) => tonic::Code::Unknown,
-            };
-            let method = if code == tonic::Code::Unimplemented { "unknown".to_owned() } else { method };
-            let code = format!("{code:?}");
-            metrics::counter!("grpc_server_requests_total", "method" => method.clone(), "code" => code)
-                .increment(1);
-            metrics::histogram!("grpc_server_request_duration_seconds", "method" => method)
-                .record(started.elapsed().as_secs_f64());
-            result
-        })
+        // One span per call, a child of the caller's span when the request carries a trace.
+        let request_id =
+            req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let span = tracing::info_span!("grpc.server", rpc = %method, request_id = %request_id);
+        crate::trace::continue_from(&span, req.headers());
+        let call = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let result = call.await;
+                let code = match &result {
+                    Ok(res) => res
+                        .headers()
+                        .get("grpc-status")
+                        .map(|v| tonic::Code::from_bytes(v.as_bytes()))
+                        .unwrap_or(tonic::Code::Ok),
+                    Err(_) => tonic::Code::Unknown,
+                };
+                let method = if code == tonic::Code::Unimplemented { "unknown".to_owned() } else { method };
+                let code = format!("{code:?}");
+                metrics::counter!("grpc_server_requests_total", "method" => method.clone(), "code" => code)
+                    .increment(1);
+                metrics::histogram!("grpc_server_request_duration_seconds", "method" => method)
+                    .record(started.elapsed().as_secs_f64());
+                result
+            },
+            span,
+        ))
     }
 }

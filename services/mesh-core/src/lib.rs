@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: typed configuration from defaults, a TOML file and `MESH_` environment overrides.
-//! - [`telemetry`]: tracing (JSON logs off a terminal) and the Prometheus recorder.
+//! - [`telemetry`]: tracing (JSON logs off a terminal), OTLP trace export, the Prometheus recorder.
+//! - [`trace`]: W3C trace context extracted from and injected into HTTP and gRPC.
 //! - [`admin`]: the admin HTTP server: `/healthz`, `/readyz`, `/metrics`.
 //! - [`breaker`]: the circuit breaker of each called service.
 //! - [`client`]: gRPC channels balanced over a service's replicas.
@@ -32,6 +33,7 @@ pub mod process;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 
 pub use error::ServiceError;
 pub use store::{Store, StoreConfig, StoreError};

@@ -1,13 +1,17 @@
 //! Logs and metrics for every process.
 //!
 //! Logs: `tracing`, JSON when stdout is not a terminal (containers, CI), human-readable otherwise;
-//! the filter comes from `MESH_LOG` or `RUST_LOG`, default `info`. Metrics: one process-wide
+//! the filter comes from `MESH_LOG` or `RUST_LOG`, default `info`. Traces: every `tracing` span
+//! is also an OpenTelemetry span, exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Metrics: one process-wide
 //! Prometheus recorder; [`metrics_handle`] renders it for `/metrics`.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -30,25 +34,68 @@ pub fn init_cli(service: &str) {
 }
 
 fn install(service: &str, default_filter: &str, to_stderr: bool) {
+    let provider = otlp_provider(service);
+    install_with(service, default_filter, to_stderr, provider);
+}
+
+/// Like [`init`], exporting spans through `provider` (tests pass one with an in-memory exporter).
+pub fn init_with_tracer_provider(service: &str, provider: SdkTracerProvider) {
+    install_with(service, "info", false, Some(provider));
+}
+
+/// An OTLP/gRPC exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; otherwise none, and
+/// nothing leaves the process.
+fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty())?;
+    match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+        Ok(exporter) => Some(
+            SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(Resource::builder().with_service_name(service.to_owned()).build())
+                .build(),
+        ),
+        Err(e) => {
+            eprintln!("OTLP export to {endpoint} disabled: {e}");
+            None
+        }
+    }
+}
+
+fn install_with(service: &str, default_filter: &str, to_stderr: bool, provider: Option<SdkTracerProvider>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, Registry};
+
     let filter = std::env::var("MESH_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default_filter));
     let terminal = if to_stderr { std::io::stderr().is_terminal() } else { std::io::stdout().is_terminal() };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
-    let installed = match (terminal, to_stderr) {
-        (true, false) => builder.try_init().is_ok(),
-        (true, true) => builder.with_writer(std::io::stderr).try_init().is_ok(),
-        (false, false) => builder.json().flatten_event(true).with_current_span(true).try_init().is_ok(),
-        (false, true) => builder
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match (terminal, to_stderr) {
+        (true, false) => tracing_subscriber::fmt::layer().boxed(),
+        (true, true) => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        (false, false) => {
+            tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).boxed()
+        }
+        (false, true) => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_writer(std::io::stderr)
-            .try_init()
-            .is_ok(),
+            .boxed(),
     };
+    let otel = provider.as_ref().map(|provider| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("mesh"))
+    });
+    let installed = Registry::default().with(fmt).with(otel).with(filter).try_init().is_ok();
+    if installed {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        if let Some(provider) = provider {
+            opentelemetry::global::set_tracer_provider(provider);
+        }
+    }
     let _ = metrics_handle();
     if installed {
         tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "telemetry ready");
