@@ -37,6 +37,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 say "$(redis-server --version | cut -d' ' -f1-3)"
 
+# The status page test renders the router's page in headless Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  need_root_for chromium "chromium fonts-dejavu-core"
+  say "installing chromium"
+  apt_install chromium fonts-dejavu-core
+fi
+
 if cargo fmt --version >/dev/null 2>&1; then
   say "cargo fmt --check"
   cargo fmt --all -- --check

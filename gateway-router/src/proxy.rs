@@ -248,8 +248,12 @@ async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incom
         match outcome {
             Attempt::Answered(response) => {
                 let status = response.status();
+                // A gateway's 5xx about a service behind it (`x-mesh-fault: service`) says the
+                // gateway is alive and well: it does not count towards ejecting the gateway.
+                let gateway_fault = !response.headers().contains_key("x-mesh-fault");
+                let counted = if status.is_server_error() && !gateway_fault { 200 } else { status.as_u16() };
                 instance.record(
-                    Outcome::Answered { status: status.as_u16(), latency: attempt_started.elapsed() },
+                    Outcome::Answered { status: counted, latency: attempt_started.elapsed() },
                     &pool.name,
                     &pool.health,
                 );

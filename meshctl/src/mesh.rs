@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +103,20 @@ impl Default for MeshOptions {
     }
 }
 
+/// How a component is started: its `serve` with its configuration, again and again.
+type StartFn =
+    dyn Fn(TcpListener, Shutdown) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send + Sync;
+
+/// Starts a component; kept so a stopped component can be started again ([`Mesh::restart`]).
+#[derive(Clone)]
+struct Starter(Arc<StartFn>);
+
+impl std::fmt::Debug for Starter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Starter")
+    }
+}
+
 /// One running component.
 #[derive(Debug)]
 pub struct Component {
@@ -111,6 +126,7 @@ pub struct Component {
     pub addr: SocketAddr,
     drain: Drain,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    starter: Starter,
 }
 
 impl Component {
@@ -200,29 +216,35 @@ impl Mesh {
                 Kind::Auth => {
                     let mut cfg = auth_service::Config { store, ..Default::default() };
                     (opts.configure_auth)(&mut cfg);
-                    mesh.spawn(kind, replica, listener, |l, s| auth_service::serve(cfg, l, s))?;
+                    mesh.spawn(kind, replica, listener, move |l, s| auth_service::serve(cfg.clone(), l, s))?;
                 }
                 Kind::User => {
                     let cfg = user_service::Config { store, ..Default::default() };
-                    mesh.spawn(kind, replica, listener, |l, s| user_service::serve(cfg, l, s))?;
+                    mesh.spawn(kind, replica, listener, move |l, s| user_service::serve(cfg.clone(), l, s))?;
                 }
                 Kind::Quota => {
                     let mut cfg = quota_service::Config { store, ..Default::default() };
                     (opts.configure_quota)(&mut cfg);
-                    mesh.spawn(kind, replica, listener, |l, s| quota_service::serve(cfg, l, s))?;
+                    mesh.spawn(kind, replica, listener, move |l, s| quota_service::serve(cfg.clone(), l, s))?;
                 }
                 Kind::Articles => {
                     let cfg = articles_service::Config { store, ..Default::default() };
-                    mesh.spawn(kind, replica, listener, |l, s| articles_service::serve(cfg, l, s))?;
+                    mesh.spawn(kind, replica, listener, move |l, s| {
+                        articles_service::serve(cfg.clone(), l, s)
+                    })?;
                 }
                 Kind::Orders => {
                     let articles = ClientConfig::to(bound.endpoints(Kind::Articles));
                     let cfg = orders_service::Config { store, articles, ..Default::default() };
-                    mesh.spawn(kind, replica, listener, |l, s| orders_service::serve(cfg, l, s))?;
+                    mesh.spawn(kind, replica, listener, move |l, s| {
+                        orders_service::serve(cfg.clone(), l, s)
+                    })?;
                 }
                 Kind::Analytics => {
                     let cfg = analytics_service::Config { store, ..Default::default() };
-                    mesh.spawn(kind, replica, listener, |l, s| analytics_service::serve(cfg, l, s))?;
+                    mesh.spawn(kind, replica, listener, move |l, s| {
+                        analytics_service::serve(cfg.clone(), l, s)
+                    })?;
                 }
                 Kind::IdentityGateway | Kind::BusinessGateway => {
                     let domain = if kind == Kind::IdentityGateway {
@@ -241,7 +263,7 @@ impl Mesh {
                     services.articles = ClientConfig::to(bound.endpoints(Kind::Articles));
                     services.analytics = ClientConfig::to(bound.endpoints(Kind::Analytics));
                     (opts.configure_gateway)(&mut cfg);
-                    mesh.spawn(kind, replica, listener, |l, s| gateway::serve(cfg, l, s))?;
+                    mesh.spawn(kind, replica, listener, move |l, s| gateway::serve(cfg.clone(), l, s))?;
                 }
                 Kind::Router => {
                     let mut cfg = gateway_router::Config::default();
@@ -251,7 +273,9 @@ impl Mesh {
                             .insert(pool.into(), gateway_router::config::Pool::of(bound.instances(kind)));
                     }
                     (opts.configure_router)(&mut cfg);
-                    mesh.spawn(kind, replica, listener, |l, s| gateway_router::serve(cfg, l, s))?;
+                    mesh.spawn(kind, replica, listener, move |l, s| {
+                        gateway_router::serve(cfg.clone(), l, s)
+                    })?;
                 }
             }
         }
@@ -266,13 +290,29 @@ impl Mesh {
         serve: F,
     ) -> anyhow::Result<()>
     where
-        F: FnOnce(TcpListener, Shutdown) -> Fut,
+        F: Fn(TcpListener, Shutdown) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let addr = listener.local_addr()?;
+        let starter = Starter(Arc::new(move |listener, shutdown| Box::pin(serve(listener, shutdown))));
         let drain = Drain::new();
-        let task = tokio::spawn(serve(listener, Box::pin(drain.signaled())));
-        self.components.push(Component { kind, replica, addr, drain, task: Some(task) });
+        let task = tokio::spawn((starter.0)(listener, Box::pin(drain.signaled())));
+        self.components.push(Component { kind, replica, addr, drain, task: Some(task), starter });
+        Ok(())
+    }
+
+    /// Starts the stopped (or killed) component `kind` replica `replica` again, on the address
+    /// it had and with the configuration it had, as a restarted process would be. Its peers
+    /// find it again on their own (health watches, router probes).
+    pub async fn restart(&mut self, kind: Kind, replica: u16) -> anyhow::Result<()> {
+        let component = self.get_mut(kind, replica);
+        anyhow::ensure!(!component.is_running(), "{} is still running", component.name());
+        let listener = TcpListener::bind(component.addr)
+            .await
+            .with_context(|| format!("{}: cannot listen on {} again", component.name(), component.addr))?;
+        component.drain = Drain::new();
+        let shutdown = Box::pin(component.drain.signaled());
+        component.task = Some(tokio::spawn((component.starter.0)(listener, shutdown)));
         Ok(())
     }
 

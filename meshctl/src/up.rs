@@ -54,7 +54,9 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         configure_auth: Arc::new(move |cfg: &mut auth_service::Config| {
             cfg.admin_emails = admin_emails.clone()
         }),
-        configure_router: Arc::new(move |cfg: &mut gateway_router::Config| cfg.limits.per_client_rps = client_rps),
+        configure_router: Arc::new(move |cfg: &mut gateway_router::Config| {
+            cfg.limits.per_client_rps = client_rps
+        }),
         configure_quota: Arc::new(move |cfg: &mut quota_service::Config| {
             if let Some(free) = cfg.plans.get_mut("free") {
                 free.limit = free_limit;

@@ -38,7 +38,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Name of this instance in `x-mesh-gateway`. Default: `<domain>@<listen>`.
     pub instance: Option<String>,
-    /// API key verification cache (Redis in deployments). Default: private memory.
+    /// API key cache, last-known-good answers and the response cache (Redis in deployments).
+    /// Default: private memory.
     pub store: StoreConfig,
     pub services: Services,
     pub jwt: JwtConfig,
@@ -50,6 +51,37 @@ pub struct Config {
     /// How long a last-known-good answer may be served when its service is down. Default: 24h.
     #[serde(with = "humantime_serde")]
     pub fallback_ttl: Duration,
+    /// How long a public read (`GET /v1/articles`, `GET /v1/articles/{id}`) is answered from the
+    /// store without asking the service; `0s` turns the response cache off. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub response_cache_ttl: Duration,
+    /// Time allowed for one cache or snapshot operation on the store before it counts as a miss
+    /// (the tier fails open). Default: 250ms.
+    #[serde(with = "humantime_serde")]
+    pub cache_timeout: Duration,
+    /// The approximate per-principal limit kept while the quota service is down.
+    pub local_quota: LocalQuotaConfig,
+}
+
+/// The limit a gateway applies by itself while the quota service cannot answer. A principal's
+/// last known plan wins over these defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalQuotaConfig {
+    /// Requests per window for a principal whose plan is unknown. Default: 1000 (the quota
+    /// service's default `free` plan).
+    pub limit: u64,
+    /// Default: 1h.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Principals counted at most; ended windows, then arbitrary ones, make room. Default: 100000.
+    pub max_principals: usize,
+}
+
+impl Default for LocalQuotaConfig {
+    fn default() -> Self {
+        Self { limit: 1000, window: Duration::from_secs(3600), max_principals: 100_000 }
+    }
 }
 
 /// The gRPC services a gateway calls, each a list of replica endpoints.
@@ -155,6 +187,9 @@ impl Config {
             cors: CorsConfig::default(),
             api_key_cache_ttl: Duration::from_secs(30),
             fallback_ttl: Duration::from_secs(24 * 3600),
+            response_cache_ttl: Duration::from_secs(30),
+            cache_timeout: crate::fallback::DEFAULT_TIMEOUT,
+            local_quota: LocalQuotaConfig::default(),
         }
     }
 

@@ -10,6 +10,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+/// Set on a 5xx answer caused by a service behind the gateway, not by the gateway itself.
+pub const MESH_FAULT: &str = "x-mesh-fault";
+
 /// What the problem body says besides status and instance.
 #[derive(Clone, Debug)]
 pub struct Problem {
@@ -77,6 +80,12 @@ impl ApiError {
         self
     }
 
+    /// Marks the error as a service's fault, not this gateway's (`x-mesh-fault: service`): the
+    /// router then does not count it against this gateway instance's health.
+    pub fn service_fault(self) -> Self {
+        self.with_header(header::HeaderName::from_static(MESH_FAULT), HeaderValue::from_static("service"))
+    }
+
     pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self
@@ -102,6 +111,7 @@ impl ApiError {
             Code::Unavailable => {
                 tracing::warn!(service, status = %message, "service unavailable");
                 Self::unavailable(format!("the {service} service is unavailable, try again shortly"))
+                    .service_fault()
             }
             // A server-side timeout reaches us as CANCELLED (tonic) or DEADLINE_EXCEEDED.
             Code::DeadlineExceeded | Code::Cancelled => {
@@ -112,6 +122,7 @@ impl ApiError {
                     "Upstream timeout",
                     format!("the {service} service did not answer in time"),
                 )
+                .service_fault()
             }
             code => {
                 tracing::error!(service, ?code, status = %message, "service error");

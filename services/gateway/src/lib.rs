@@ -1,17 +1,20 @@
 //! The two HTTP gateways of the mesh: identity and business.
 //!
-//! One library, two binaries. The domains differ in their routes (and, later, their fallback
-//! policy); authentication, metering, edge protection, errors and gRPC clients are shared.
+//! One library, two binaries. The domains differ in their routes and their fallback policy
+//! (ARCHITECTURE §5); authentication, metering, edge protection, errors and gRPC clients are
+//! shared.
 //!
 //! # Layout
 //! - [`config`]: settings and the [`Domain`] a gateway serves.
 //! - [`context`]: request id, problem rendering, mesh headers, metrics (outermost middleware).
 //! - [`edge`]: the tower/tower-http protection stack.
 //! - [`error`]: [`ApiError`](error::ApiError), problem+json, and the gRPC → HTTP status table.
-//! - [`fallback`]: last-known-good answers and the marks on fallback responses.
+//! - [`fallback`]: last-known-good answers, the response cache of public reads, and the marks
+//!   on fallback responses; a store tier that fails open.
 //! - [`json`]: body and query extractors that answer problems naming the bad field.
 //! - [`authn`]: JWT (local, JWKS) and API key authentication; the authenticate middleware.
-//! - [`quota`]: metering and `RateLimit-*` headers.
+//! - [`quota`]: metering, `RateLimit-*` headers, and the local limit kept while the quota
+//!   service is down.
 //! - [`clients`]: balanced gRPC clients and the per-call request metadata.
 //! - [`identity`], [`business`]: each domain's routes.
 //! - [`openapi`]: the `/openapi.json` document.
@@ -56,15 +59,18 @@ use crate::error::ApiError;
 pub async fn state(cfg: Config) -> anyhow::Result<AppState> {
     let store = Store::connect(&cfg.store).await?;
     let clients = Clients::new(&cfg.services)?;
-    let jwks = Arc::new(JwksVerifier::new(clients.auth.clone(), clients.deadlines().auth, &cfg.jwt));
-    let api_keys = ApiKeyVerifier::new(store.clone(), cfg.api_key_cache_ttl);
-    let lkg = fallback::LastKnownGood::new(store.clone(), cfg.fallback_ttl);
-    Ok(AppState { cfg: Arc::new(cfg), clients, jwks, api_keys, store, lkg })
+    let lkg = fallback::LastKnownGood::new(store.clone(), cfg.fallback_ttl).with_timeout(cfg.cache_timeout);
+    let jwks =
+        Arc::new(JwksVerifier::new(clients.auth.clone(), clients.deadlines().auth, &cfg.jwt, lkg.clone()));
+    let api_keys = ApiKeyVerifier::new(lkg.clone(), cfg.api_key_cache_ttl);
+    let local_quota = Arc::new(quota::LocalQuota::new(cfg.local_quota.clone()));
+    Ok(AppState { cfg: Arc::new(cfg), clients, jwks, api_keys, store, lkg, local_quota })
 }
 
 /// The gateway's routes for its domain, inside the edge stack; the admin routes sit beside
 /// them, outside load shedding, so probes answer even at capacity.
 pub fn app(state: AppState, instance: &str, readiness: Readiness) -> Router {
+    let instance_name = instance;
     let domain = state.cfg.domain;
     let routes = match domain {
         Domain::Identity => identity::routes(&state),
@@ -82,7 +88,15 @@ pub fn app(state: AppState, instance: &str, readiness: Readiness) -> Router {
     };
     let protected =
         edge::protect(routes.with_state(state.clone()), &state.cfg.limits, &state.cfg.cors, instance);
-    admin::router(readiness).merge(protected)
+    // The gateway's view of its services, for the router's status page (outside the edge
+    // stack, like the probes).
+    let view = {
+        let (clients, name, domain) = (state.clients.clone(), instance_name.to_owned(), domain.as_str());
+        axum::routing::get(move || async move {
+            axum::Json(serde_json::json!({"instance": name, "domain": domain, "services": clients.view()}))
+        })
+    };
+    admin::router(readiness).merge(protected).route("/mesh/services", view)
 }
 
 /// Serves one gateway on `listener` until `shutdown`, then drains (at most 10 s).

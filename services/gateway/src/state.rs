@@ -8,6 +8,7 @@ use crate::authn::{ApiKeyVerifier, JwksVerifier};
 use crate::clients::Clients;
 use crate::config::Config;
 use crate::fallback::LastKnownGood;
+use crate::quota::LocalQuota;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -17,6 +18,8 @@ pub struct AppState {
     pub api_keys: ApiKeyVerifier,
     /// Redis in deployments: caches, last-known-good answers, the order queue.
     pub store: Store,
-    /// Last-known-good answers for fallbacks.
+    /// Last-known-good answers for fallbacks, and the response cache of public reads.
     pub lkg: LastKnownGood,
+    /// The approximate limit kept per principal while the quota service is down.
+    pub local_quota: Arc<LocalQuota>,
 }

@@ -242,6 +242,133 @@ contract!(prefixes_isolate_stores_sharing_a_backend, |s: Store| async move {
     assert_eq!(s.get("shared-name").await.unwrap().as_deref(), Some("mine"));
 });
 
+/// The ids of `entries`, for comparing deliveries.
+fn ids(entries: &[mesh_core::store::StreamEntry]) -> Vec<String> {
+    entries.iter().map(|e| e.id.clone()).collect()
+}
+
+contract!(stream_entries_go_to_one_consumer_of_a_group_in_order, |s: Store| async move {
+    // Appended before the group exists: still delivered (the group starts at the beginning).
+    let first = s.stream_add("q", &[("n", "1"), ("payload", "{\"a\":1}")]).await.unwrap();
+    s.stream_create_group("q", "g").await.unwrap();
+    s.stream_create_group("q", "g").await.unwrap(); // idempotent
+    let second = s.stream_add("q", &[("n", "2")]).await.unwrap();
+    let third = s.stream_add("q", &[("n", "3")]).await.unwrap();
+    assert_ne!(first, second);
+    assert_eq!(s.stream_len("q").await.unwrap(), 3);
+
+    let to_a = s.stream_read("q", "g", "a", 2).await.unwrap();
+    assert_eq!(ids(&to_a), [first.as_str(), second.as_str()]);
+    assert_eq!(to_a[0].field("payload"), Some("{\"a\":1}"));
+    assert_eq!(to_a[0].fields[0], ("n".to_string(), "1".to_string()), "fields keep their order");
+    let to_b = s.stream_read("q", "g", "b", 10).await.unwrap();
+    assert_eq!(ids(&to_b), [third.as_str()], "what a got is never delivered to b");
+    assert!(s.stream_read("q", "g", "a", 10).await.unwrap().is_empty());
+    assert!(s.stream_read("q", "g", "b", 10).await.unwrap().is_empty());
+
+    // Unacknowledged entries stay with their consumer, to retry.
+    assert_eq!(
+        ids(&s.stream_read_pending("q", "g", "a", 10).await.unwrap()),
+        [first.as_str(), second.as_str()]
+    );
+    assert_eq!(ids(&s.stream_read_pending("q", "g", "b", 10).await.unwrap()), [third.as_str()]);
+    assert_eq!(ids(&s.stream_read_pending("q", "g", "a", 1).await.unwrap()), [first.as_str()]);
+    assert!(s.stream_read_pending("q", "g", "nobody", 10).await.unwrap().is_empty());
+
+    // Another group would see everything again; a missing group is an error, not silence.
+    assert!(s.stream_read("q", "missing", "a", 10).await.is_err());
+    assert!(s.stream_read("nothing", "g", "a", 10).await.is_err());
+    assert_eq!(s.stream_len("nothing").await.unwrap(), 0);
+});
+
+contract!(stream_acks_remove_entries_for_good, |s: Store| async move {
+    s.stream_create_group("q", "g").await.unwrap();
+    let one = s.stream_add("q", &[("n", "1")]).await.unwrap();
+    let two = s.stream_add("q", &[("n", "2")]).await.unwrap();
+    s.stream_read("q", "g", "a", 10).await.unwrap();
+    assert_eq!(s.stream_ack("q", "g", std::slice::from_ref(&one)).await.unwrap(), 1);
+    assert_eq!(s.stream_ack("q", "g", std::slice::from_ref(&one)).await.unwrap(), 0, "acked once");
+    assert_eq!(s.stream_ack("q", "g", &[]).await.unwrap(), 0);
+    assert_eq!(s.stream_len("q").await.unwrap(), 1, "the acked entry left the stream");
+    assert_eq!(ids(&s.stream_read_pending("q", "g", "a", 10).await.unwrap()), [two.as_str()]);
+    assert_eq!(s.stream_ack("q", "g", &[two]).await.unwrap(), 1);
+    assert_eq!(s.stream_len("q").await.unwrap(), 0);
+    assert!(s.stream_read_pending("q", "g", "a", 10).await.unwrap().is_empty());
+});
+
+contract!(stream_entries_pending_too_long_are_claimed_and_acked_ones_never, |s: Store| async move {
+    let idle = Duration::from_millis(150);
+    s.stream_create_group("q", "g").await.unwrap();
+    let done = s.stream_add("q", &[("n", "done")]).await.unwrap();
+    let stuck = s.stream_add("q", &[("n", "stuck")]).await.unwrap();
+    // Consumer a takes both, finishes one, and dies holding the other.
+    assert_eq!(s.stream_read("q", "g", "a", 10).await.unwrap().len(), 2);
+    s.stream_ack("q", "g", std::slice::from_ref(&done)).await.unwrap();
+    assert!(s.stream_claim("q", "g", "b", idle, 10).await.unwrap().is_empty(), "not idle long enough yet");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let claimed = loop {
+        let claimed = s.stream_claim("q", "g", "b", idle, 10).await.unwrap();
+        if !claimed.is_empty() {
+            break claimed;
+        }
+        assert!(std::time::Instant::now() < deadline, "the idle entry was never claimable");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(ids(&claimed), [stuck.as_str()], "only the unacknowledged entry");
+    assert_eq!(claimed[0].field("n"), Some("stuck"));
+    // It is b's now: gone from a's pending list, in b's, and its idle time restarted.
+    assert!(s.stream_read_pending("q", "g", "a", 10).await.unwrap().is_empty());
+    assert_eq!(ids(&s.stream_read_pending("q", "g", "b", 10).await.unwrap()), [stuck.as_str()]);
+    assert!(s.stream_claim("q", "g", "c", idle, 10).await.unwrap().is_empty());
+    // Once acknowledged, no one can claim it, however long they wait.
+    s.stream_ack("q", "g", &[stuck]).await.unwrap();
+    tokio::time::sleep(idle * 2).await;
+    assert!(s.stream_claim("q", "g", "c", idle, 10).await.unwrap().is_empty());
+    assert!(s.stream_claim("q", "g", "c", Duration::ZERO, 10).await.unwrap().is_empty());
+});
+
+contract!(stream_claims_are_bounded_by_count_and_oldest_first, |s: Store| async move {
+    s.stream_create_group("q", "g").await.unwrap();
+    let mut added = Vec::new();
+    for n in 0..5 {
+        added.push(s.stream_add("q", &[("n", &n.to_string())]).await.unwrap());
+    }
+    s.stream_read("q", "g", "a", 10).await.unwrap();
+    let first = s.stream_claim("q", "g", "b", Duration::ZERO, 2).await.unwrap();
+    assert_eq!(ids(&first), added[..2]);
+    let rest = s.stream_claim("q", "g", "c", Duration::from_secs(60), 10).await.unwrap();
+    assert!(rest.is_empty(), "claimed entries restart their idle time");
+});
+
+contract!(stream_readers_racing_never_share_an_entry, |s: Store| async move {
+    s.stream_create_group("q", "g").await.unwrap();
+    for n in 0..100 {
+        s.stream_add("q", &[("n", &n.to_string())]).await.unwrap();
+    }
+    let s = Arc::new(s);
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = s.stream_read("q", "g", &format!("c{c}"), 3).await.unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|e| e.field("n").unwrap().to_owned()));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (100, 100), "each entry delivered exactly once");
+});
+
 #[tokio::test]
 async fn redis_prefixes_keep_two_stores_apart() {
     let server = RedisServer::start().await.unwrap();

@@ -25,6 +25,43 @@ pub struct Config {
     /// keys are meant for retries, not as permanent names). Default: 24h.
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
+    /// The consumer of the order queue the gateways fill during an outage.
+    pub queue: QueueConfig,
+}
+
+/// How this replica drains the order queue (see [`crate::queue`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Create the orders the gateways queued while no orders replica answered. Turn it off only
+    /// on replicas that must not write (queued orders then wait for another). Default: true.
+    pub enabled: bool,
+    /// How long to wait before looking again when a look found no new entry. Default: 200ms.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How long an entry may stay unacknowledged with one consumer before another replica takes
+    /// it over (its consumer is presumed dead). Longer than one order takes to create, or two
+    /// replicas work on it at once (harmless, but wasted). Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub claim_idle: Duration,
+    /// How often this replica tries its own entries again after a transient failure (articles
+    /// or the store down). Default: 1s.
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+    /// Entries read at once. Default: 32.
+    pub batch_size: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_interval: Duration::from_millis(200),
+            claim_idle: Duration::from_secs(30),
+            retry_interval: Duration::from_secs(1),
+            batch_size: 32,
+        }
+    }
 }
 
 impl Default for Config {
@@ -36,6 +73,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             articles: ClientConfig::to(["http://127.0.0.1:50055"]),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            queue: QueueConfig::default(),
         }
     }
 }
@@ -47,6 +85,20 @@ impl Config {
         anyhow::ensure!(
             self.idempotency_ttl >= Duration::from_secs(60),
             "idempotency_ttl must be at least 60s, longer than any retry of one request"
+        );
+        let queue = &self.queue;
+        anyhow::ensure!((1..=1000).contains(&queue.batch_size), "queue.batch_size must be 1 to 1000");
+        anyhow::ensure!(
+            queue.poll_interval >= Duration::from_millis(10),
+            "queue.poll_interval must be at least 10ms"
+        );
+        anyhow::ensure!(
+            queue.retry_interval >= Duration::from_millis(10),
+            "queue.retry_interval must be at least 10ms"
+        );
+        anyhow::ensure!(
+            queue.claim_idle >= Duration::from_millis(100),
+            "queue.claim_idle must be at least 100ms"
         );
         Ok(())
     }
@@ -78,5 +130,23 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.articles.endpoints, ["http://a:50055", "http://b:50055"]);
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn the_queue_consumer_is_on_by_default_and_tunable_from_the_environment() {
+        let cfg: Config = mesh_core::config::Sources::from_env([
+            ("MESH_QUEUE__ENABLED", "false"),
+            ("MESH_QUEUE__CLAIM_IDLE", "5s"),
+            ("MESH_QUEUE__BATCH_SIZE", "8"),
+        ])
+        .load()
+        .unwrap();
+        assert!(!cfg.queue.enabled);
+        assert_eq!((cfg.queue.claim_idle, cfg.queue.batch_size), (Duration::from_secs(5), 8));
+        cfg.validate().unwrap();
+        assert!(Config::default().queue.enabled);
+        let zero =
+            Config { queue: QueueConfig { batch_size: 0, ..QueueConfig::default() }, ..Config::default() };
+        assert!(zero.validate().is_err());
     }
 }

@@ -8,12 +8,16 @@
 //! | `orders:idem:{owner}:{key}`      | [`Claim`] (JSON), expires after the key TTL  |
 //! | `orders:order:{id}`              | [`StoredOrder`] (JSON)                       |
 //! | `orders:by-owner:{owner}`        | the owner's order ids (ULIDs: time order)    |
+//! | `orders:queued:{id}`             | [`QueueOutcome`] (JSON), expires after the key TTL |
+//! | `orders:queue` (stream)          | orders the gateways queued, see [`crate::queue`] |
 
 use mesh_proto::orders::{Order, OrderItem};
 use serde::{Deserialize, Serialize};
 
 /// Every order is created with this status; nothing moves it on yet.
 pub(crate) const STATUS_CREATED: &str = "created";
+/// What `GetOrder` answers for a queued order that could never be created.
+pub(crate) const STATUS_REJECTED: &str = "rejected";
 
 pub(crate) fn claim_key(owner_id: &str, idempotency_key: &str) -> String {
     format!("orders:idem:{owner_id}:{idempotency_key}")
@@ -25,6 +29,10 @@ pub(crate) fn order_key(id: &str) -> String {
 
 pub(crate) fn owner_index(owner_id: &str) -> String {
     format!("orders:by-owner:{owner_id}")
+}
+
+pub(crate) fn outcome_key(order_id: &str) -> String {
+    format!("orders:queued:{order_id}")
 }
 
 /// Seconds since the epoch at which the ULID `id` was made. Derived from the id so that every
@@ -39,6 +47,20 @@ pub(crate) fn created_at(id: &str) -> i64 {
 pub(crate) struct Claim {
     pub(crate) fingerprint: String,
     pub(crate) order_id: String,
+}
+
+/// What became of a queued order that did not create an order under its own id, kept under
+/// `orders:queued:{id}` so `GetOrder` on that id answers something better than NOT_FOUND (which
+/// the gateway would show as "queued" for as long as it remembers the order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub(crate) enum QueueOutcome {
+    /// Refused for good (out of stock, unknown article, key used with other items): shown as an
+    /// order with status "rejected" and the reason, so the client knows to send it again.
+    Rejected { owner_id: String, reason: String, items: Vec<StoredItem>, idempotency_key: String },
+    /// Its key was already bound to another order (created before the outage, or by a client
+    /// that sent the key straight to this service): that order is the one this id stands for.
+    Merged { owner_id: String, order_id: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +101,35 @@ impl StoredOrder {
             total_cents: self.total_cents,
             created_at: self.created_at,
             idempotency_key: self.idempotency_key.clone(),
+            reason: String::new(),
         }
+    }
+}
+
+/// A rejected queued order as `GetOrder` shows it: its lines without prices, a zero total.
+pub(crate) fn rejected_order(
+    id: &str,
+    owner_id: &str,
+    items: &[StoredItem],
+    reason: &str,
+    key: &str,
+) -> Order {
+    Order {
+        id: id.to_owned(),
+        owner_id: owner_id.to_owned(),
+        items: items
+            .iter()
+            .map(|i| OrderItem {
+                article_id: i.article_id.clone(),
+                quantity: i.quantity,
+                unit_price_cents: 0,
+            })
+            .collect(),
+        status: STATUS_REJECTED.into(),
+        created_at: created_at(id),
+        idempotency_key: key.to_owned(),
+        reason: reason.to_owned(),
+        ..Order::default()
     }
 }
 

@@ -1,11 +1,13 @@
-//! Reading orders: one order for its owner, and an owner's orders newest first.
+//! Reading orders: one order for its owner, and an owner's orders newest first. An id the
+//! gateway gave a queued order that did not become an order under that id answers what became
+//! of it ([`QueueOutcome`]): rejected with its reason, or the order its key was bound to.
 
 use mesh_core::ServiceError;
 use mesh_core::page::PageRequest;
 use mesh_core::store::decode;
 use mesh_proto::orders::{GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order};
 
-use crate::model::{self, StoredOrder};
+use crate::model::{self, QueueOutcome, StoredOrder};
 use crate::request;
 use crate::service::OrdersApi;
 
@@ -20,7 +22,22 @@ impl OrdersApi {
         request::id("owner_id", &req.owner_id)?;
         request::id("id", &req.id)?;
         match self.store.get_json::<StoredOrder>(&model::order_key(&req.id)).await? {
-            Some(order) if order.owner_id == req.owner_id => Ok(order.to_proto()),
+            Some(order) if order.owner_id == req.owner_id => return Ok(order.to_proto()),
+            Some(_) => return Err(ServiceError::not_found(NOT_FOUND)),
+            None => {}
+        }
+        match self.store.get_json::<QueueOutcome>(&model::outcome_key(&req.id)).await? {
+            Some(QueueOutcome::Rejected { owner_id, reason, items, idempotency_key })
+                if owner_id == req.owner_id =>
+            {
+                Ok(model::rejected_order(&req.id, &owner_id, &items, &reason, &idempotency_key))
+            }
+            Some(QueueOutcome::Merged { owner_id, order_id }) if owner_id == req.owner_id => {
+                match self.store.get_json::<StoredOrder>(&model::order_key(&order_id)).await? {
+                    Some(order) if order.owner_id == req.owner_id => Ok(order.to_proto()),
+                    _ => Err(ServiceError::not_found(NOT_FOUND)),
+                }
+            }
             _ => Err(ServiceError::not_found(NOT_FOUND)),
         }
     }

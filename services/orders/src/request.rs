@@ -24,6 +24,9 @@ pub(crate) struct NewOrder {
     pub(crate) owner_id: String,
     pub(crate) idempotency_key: String,
     pub(crate) items: Vec<Item>,
+    /// The id to give the order if the key is new (a queued order keeps the id its client was
+    /// given); `None`: a fresh one.
+    pub(crate) order_id: Option<String>,
 }
 
 /// An id in `field`; anything else never reaches a store key.
@@ -53,6 +56,9 @@ impl NewOrder {
                 "idempotency_key: 1 to {MAX_KEY_LEN} printable ASCII characters"
             )));
         }
+        if !req.order_id.is_empty() {
+            id("order_id", &req.order_id)?;
+        }
         if req.items.is_empty() || req.items.len() > MAX_ITEMS {
             return Err(ServiceError::invalid(format!("items: between 1 and {MAX_ITEMS} items")));
         }
@@ -73,7 +79,8 @@ impl NewOrder {
             }
             items.push(Item { article_id: item.article_id, quantity: item.quantity });
         }
-        Ok(Self { owner_id: req.owner_id, idempotency_key: req.idempotency_key, items })
+        let order_id = Some(req.order_id).filter(|id| !id.is_empty());
+        Ok(Self { owner_id: req.owner_id, idempotency_key: req.idempotency_key, items, order_id })
     }
 
     /// SHA-256 (hex) over the items in a canonical form: sorted by article id, one
@@ -102,7 +109,12 @@ mod tests {
     }
 
     fn request(items: Vec<OrderItem>) -> CreateOrderRequest {
-        CreateOrderRequest { owner_id: ids::new_id(), idempotency_key: "key-1".into(), items }
+        CreateOrderRequest {
+            owner_id: ids::new_id(),
+            idempotency_key: "key-1".into(),
+            items,
+            order_id: String::new(),
+        }
     }
 
     fn fingerprint(items: Vec<OrderItem>) -> String {
@@ -142,6 +154,11 @@ mod tests {
             "idempotency_key"
         );
         assert_eq!(field(CreateOrderRequest { idempotency_key: "clé".into(), ..good() }), "idempotency_key");
+        assert_eq!(field(CreateOrderRequest { order_id: "not-an-id".into(), ..good() }), "order_id");
+        let chosen = ids::new_id();
+        let parsed = NewOrder::parse(CreateOrderRequest { order_id: chosen.clone(), ..good() }).unwrap();
+        assert_eq!(parsed.order_id, Some(chosen));
+        assert_eq!(NewOrder::parse(good()).unwrap().order_id, None);
         assert_eq!(field(request(vec![])), "items");
         assert_eq!(field(request(vec![item(&a, 1); 51])), "items");
         assert_eq!(field(request(vec![item(&a, 0)])), "items[0].quantity");

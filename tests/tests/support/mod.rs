@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod chaos;
+pub(crate) mod services_chaos;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -67,12 +68,21 @@ impl TestMesh {
     }
 
     pub(crate) async fn start_with(setup: Setup) -> Self {
+        Self::start_customised(setup, |_, _| {}).await
+    }
+
+    /// Like [`TestMesh::start_with`]; `customise` adjusts the mesh options last. It sees the
+    /// Redis server, e.g. to give the gateways a store other than the services'.
+    pub(crate) async fn start_customised(
+        setup: Setup,
+        customise: impl FnOnce(&mut MeshOptions, &RedisServer),
+    ) -> Self {
         let redis = RedisServer::start().await.expect("redis-server starts");
         let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
         let signing_pem = signing.to_pkcs8_pem(Default::default()).expect("pem").to_string();
         let pem = signing_pem.clone();
         let quota_limit = setup.quota_limit.unwrap_or(100_000);
-        let opts = MeshOptions {
+        let mut opts = MeshOptions {
             store: StoreConfig {
                 redis_url: Some(redis.url()),
                 key_prefix: unique_prefix("e2e"),
@@ -100,6 +110,7 @@ impl TestMesh {
             }),
             ..MeshOptions::default()
         };
+        customise(&mut opts, &redis);
         let mesh = Mesh::start(opts).await.expect("mesh starts");
         mesh.wait_ready(Duration::from_secs(20)).await.expect("mesh ready");
         let base = format!("http://{}", mesh.addr(Kind::Router));

@@ -100,8 +100,7 @@ impl ServiceChaos {
             );
             gateways.push(gw);
         }
-        let mut router_cfg = gateway_router::Config::default();
-        router_cfg.pools = pools;
+        let mut router_cfg = gateway_router::Config { pools, ..gateway_router::Config::default() };
         router_cfg.limits.per_client_rps = 0;
         let router = Component::start(|l, s| gateway_router::serve(router_cfg, l, s)).await.unwrap();
         let base = format!("http://{}", router.addr);

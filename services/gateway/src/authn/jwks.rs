@@ -3,6 +3,10 @@
 //! The key set is fetched at start, refreshed periodically, and fetched again when a token names
 //! an unknown `kid` (at most once per `jwks_min_refetch`, so forged kids cannot hammer auth).
 //! The algorithm is pinned to EdDSA; `exp`, `nbf`, `iss` and `aud` are all checked.
+//!
+//! Every fetched key set is remembered in the store (one global entry). A gateway that has no
+//! key set and cannot reach auth (it started during an auth outage) loads that snapshot, so
+//! tokens keep verifying; the refresher keeps asking auth, more often while it fails.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,12 +17,16 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use mesh_core::client::ServiceChannel as Channel;
 use mesh_proto::auth::GetJwksRequest;
 use mesh_proto::auth::auth_service_client::AuthServiceClient;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clients::grpc;
 use crate::config::JwtConfig;
 use crate::context::RequestId;
 use crate::error::ApiError;
+use crate::fallback::LastKnownGood;
+
+/// The last-known-good key of the key set.
+const SNAPSHOT_KEY: &str = "jwks";
 
 /// The claims the auth service puts in an access token.
 #[derive(Clone, Debug, Deserialize)]
@@ -39,10 +47,22 @@ struct KeySet {
     keys: HashMap<String, DecodingKey>,
     /// The JWKS document as published, for `/.well-known/jwks.json`.
     document: Option<serde_json::Value>,
+    /// Set when the keys came from the store's snapshot: its age then, and when it was loaded.
+    snapshot: Option<(Duration, Instant)>,
+}
+
+/// One public key as auth publishes it; what the snapshot holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PublicJwk {
+    kid: String,
+    kty: String,
+    crv: String,
+    x: String,
 }
 
 pub struct JwksVerifier {
     auth: AuthServiceClient<Channel>,
+    lkg: LastKnownGood,
     deadline: Duration,
     validation: Validation,
     min_refetch: Duration,
@@ -67,7 +87,12 @@ fn is_ed25519_public_key(x: &str) -> bool {
 // === impl JwksVerifier ===
 
 impl JwksVerifier {
-    pub fn new(auth: AuthServiceClient<Channel>, deadline: Duration, cfg: &JwtConfig) -> Self {
+    pub fn new(
+        auth: AuthServiceClient<Channel>,
+        deadline: Duration,
+        cfg: &JwtConfig,
+        lkg: LastKnownGood,
+    ) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&cfg.issuer]);
         validation.set_audience(&[&cfg.audience]);
@@ -77,6 +102,7 @@ impl JwksVerifier {
         validation.leeway = cfg.leeway.as_secs();
         Self {
             auth,
+            lkg,
             deadline,
             validation,
             min_refetch: cfg.jwks_min_refetch,
@@ -101,45 +127,56 @@ impl JwksVerifier {
             .ok_or_else(|| ApiError::unavailable("signing keys are not available yet"))
     }
 
+    /// How old the key set is when it came from the store's snapshot rather than from auth.
+    pub fn snapshot_age(&self) -> Option<Duration> {
+        self.current().snapshot.map(|(age, loaded)| age + loaded.elapsed())
+    }
+
     /// Fetches the key set from auth. Unless `force`, skips when fetched within `min_refetch`.
+    /// When auth cannot answer and no key set is known yet, loads the last known one.
     pub async fn refresh(&self, request_id: &RequestId, force: bool) -> Result<(), ApiError> {
         let mut last = self.last_fetch.lock().await;
         if !force && last.is_some_and(|t| t.elapsed() < self.min_refetch) {
             return Ok(());
         }
         *last = Some(Instant::now());
-        let jwks = self
-            .auth
-            .clone()
-            .get_jwks(grpc(request_id, self.deadline, GetJwksRequest {}))
-            .await
-            .map_err(|s| ApiError::from_status("auth", &s))?
-            .into_inner();
-        let mut keys = HashMap::new();
-        let mut published = Vec::new();
-        for jwk in jwks.keys {
-            if jwk.kty != "OKP" || jwk.crv != "Ed25519" || !is_ed25519_public_key(&jwk.x) {
-                tracing::warn!(kid = %jwk.kid, "skipping a JWK that is not an Ed25519 public key");
-                continue;
-            }
-            match DecodingKey::from_ed_components(&jwk.x) {
-                Ok(key) => {
-                    keys.insert(jwk.kid.clone(), key);
+        let jwks = match self.auth.clone().get_jwks(grpc(request_id, self.deadline, GetJwksRequest {})).await
+        {
+            Ok(jwks) => jwks.into_inner(),
+            Err(status) => {
+                let error = ApiError::from_status("auth", &status);
+                if self.current().document.is_none() && self.load_snapshot().await {
+                    return Ok(());
                 }
-                Err(e) => {
-                    tracing::warn!(kid = %jwk.kid, error = %e, "skipping an unusable JWK");
-                    continue;
-                }
+                return Err(error);
             }
-            published.push(serde_json::json!({
-                "kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "kid": jwk.kid, "alg": "EdDSA", "use": "sig",
-            }));
-        }
-        tracing::debug!(keys = keys.len(), "JWKS refreshed");
-        let document = serde_json::json!({ "keys": published });
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(KeySet { keys, document: Some(document) });
+        };
+        let fetched: Vec<PublicJwk> =
+            jwks.keys.into_iter().map(|k| PublicJwk { kid: k.kid, kty: k.kty, crv: k.crv, x: k.x }).collect();
+        let set = key_set(&fetched, None);
+        tracing::debug!(keys = set.keys.len(), "JWKS refreshed");
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        self.lkg.remember(SNAPSHOT_KEY, &fetched).await;
         Ok(())
+    }
+
+    /// Installs the remembered key set; whether there was one.
+    async fn load_snapshot(&self) -> bool {
+        let Some(snapshot) = self.lkg.recall::<Vec<PublicJwk>>(SNAPSHOT_KEY).await else {
+            return false;
+        };
+        let set = key_set(&snapshot.value, Some((snapshot.age, Instant::now())));
+        if set.keys.is_empty() {
+            return false;
+        }
+        metrics::counter!("gateway_authn_fallbacks_total", "credential" => "jwks").increment(1);
+        tracing::info!(
+            keys = set.keys.len(),
+            age_s = snapshot.age.as_secs(),
+            "auth unavailable; verifying tokens with the last known key set"
+        );
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        true
     }
 
     /// Verifies `token` and returns its claims, or a 401 saying why (503 if keys are unreachable).
@@ -192,10 +229,16 @@ impl JwksVerifier {
             let request_id = RequestId("jwks-refresh".into());
             let refresher = async {
                 loop {
-                    if let Err(e) = self.refresh(&request_id, true).await {
-                        tracing::warn!(detail = %e.problem.detail, "JWKS refresh failed; keeping the last key set");
-                    }
-                    tokio::time::sleep(every).await;
+                    // While auth fails (or the keys came from the snapshot), ask again sooner.
+                    let pause = match self.refresh(&request_id, true).await {
+                        Err(e) => {
+                            tracing::warn!(detail = %e.problem.detail, "JWKS refresh failed; keeping the last key set");
+                            every.min(self.min_refetch)
+                        }
+                        Ok(()) if self.current().snapshot.is_some() => every.min(self.min_refetch),
+                        Ok(()) => every,
+                    };
+                    tokio::time::sleep(pause).await;
                 }
             };
             tokio::select! {
@@ -206,9 +249,94 @@ impl JwksVerifier {
     }
 }
 
+/// The verifying keys and the published document of `jwks`; keys that are not Ed25519 public
+/// keys are skipped.
+fn key_set(jwks: &[PublicJwk], snapshot: Option<(Duration, Instant)>) -> KeySet {
+    let mut keys = HashMap::new();
+    let mut published = Vec::new();
+    for jwk in jwks {
+        if jwk.kty != "OKP" || jwk.crv != "Ed25519" || !is_ed25519_public_key(&jwk.x) {
+            tracing::warn!(kid = %jwk.kid, "skipping a JWK that is not an Ed25519 public key");
+            continue;
+        }
+        match DecodingKey::from_ed_components(&jwk.x) {
+            Ok(key) => {
+                keys.insert(jwk.kid.clone(), key);
+            }
+            Err(e) => {
+                tracing::warn!(kid = %jwk.kid, error = %e, "skipping an unusable JWK");
+                continue;
+            }
+        }
+        published.push(serde_json::json!({
+            "kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "kid": jwk.kid, "alg": "EdDSA", "use": "sig",
+        }));
+    }
+    KeySet { keys, document: Some(serde_json::json!({ "keys": published })), snapshot }
+}
+
 #[cfg(test)]
 mod tests {
+    use mesh_core::store::Store;
+
     use super::*;
+
+    /// A verifier whose auth service is unreachable (nothing listens on port 1).
+    fn offline_verifier(lkg: LastKnownGood) -> JwksVerifier {
+        let auth = mesh_core::client::ClientConfig {
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            connect_timeout: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let channel = mesh_core::client::balanced_channel(&auth).unwrap();
+        JwksVerifier::new(
+            AuthServiceClient::new(channel),
+            Duration::from_millis(500),
+            &JwtConfig::default(),
+            lkg,
+        )
+    }
+
+    fn token(signing: &ed25519_dalek::SigningKey, kid: &str) -> String {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let now = mesh_core::ids::unix_now();
+        let claims = serde_json::json!({
+            "sub": "u1", "iss": "mesh-auth", "aud": "mesh", "nbf": now, "exp": now + 600, "sid": "s1",
+        });
+        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.into());
+        let pem = signing.to_pkcs8_pem(Default::default()).unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_verifier_started_while_auth_is_down_uses_the_last_known_key_set() {
+        use base64::Engine;
+        let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
+        let rid = RequestId("test".into());
+        let token = token(&signing, "k1");
+
+        let nothing_known = offline_verifier(LastKnownGood::new(Store::memory(), Duration::from_secs(60)));
+        let refused = nothing_known.verify(&token, &rid).await.unwrap_err();
+        assert_eq!(refused.status.as_u16(), 503, "no keys and no snapshot: auth's outage shows");
+
+        let lkg = LastKnownGood::new(Store::memory(), Duration::from_secs(60));
+        let remembered = vec![PublicJwk { kid: "k1".into(), kty: "OKP".into(), crv: "Ed25519".into(), x }];
+        lkg.remember(SNAPSHOT_KEY, &remembered).await;
+        let verifier = offline_verifier(lkg);
+        assert!(verifier.refresh(&rid, true).await.is_ok(), "the snapshot stands in for auth");
+        assert_eq!(verifier.verify(&token, &rid).await.unwrap().sub, "u1");
+        assert!(verifier.snapshot_age().is_some());
+        assert_eq!(verifier.document(&rid).await.unwrap()["keys"][0]["kid"], "k1");
+        let forged = token_with_other_key();
+        assert_eq!(verifier.verify(&forged, &rid).await.unwrap_err().status.as_u16(), 401);
+    }
+
+    fn token_with_other_key() -> String {
+        token(&ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng), "k1")
+    }
 
     #[test]
     fn only_32_byte_keys_are_accepted() {

@@ -1,7 +1,9 @@
 //! Who is calling: a JWT verified locally, or an API key verified by auth (and cached).
 //!
 //! [`authenticate`] is the middleware of every route that needs a principal: it resolves the
-//! principal, meters the request against its quota, and adds the `RateLimit-*` headers.
+//! principal, meters the request against its quota, and adds the `RateLimit-*` headers. An
+//! answer metered locally because the quota service was down is marked `x-mesh-fallback:
+//! degraded` (unless the handler marked it already: its mark says more about the body).
 
 mod api_keys;
 mod jwks;
@@ -10,12 +12,12 @@ pub use api_keys::ApiKeyVerifier;
 pub use jwks::{Claims, JwksVerifier};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use crate::context::RequestId;
+use crate::context::{MESH_FALLBACK, RequestId};
 use crate::error::ApiError;
 use crate::quota;
 use crate::state::AppState;
@@ -48,10 +50,10 @@ pub async fn authenticate(
 ) -> Result<Response, ApiError> {
     let request_id = req.extensions().get::<RequestId>().cloned().unwrap_or_else(|| RequestId("none".into()));
     let principal = resolve(&state, req.headers(), &request_id).await?;
-    let status = quota::consume(&state, &principal, &request_id).await;
-    if let Some(status) = &status
-        && !status.allowed
-    {
+    let metered = quota::consume(&state, &principal, &request_id).await;
+    let status = &metered.status;
+    let degraded = HeaderValue::from_static(crate::fallback::Fallback::Degraded.as_str());
+    if !status.allowed {
         let mut err = ApiError::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             "quota-exceeded",
@@ -65,12 +67,17 @@ pub async fn authenticate(
         for (name, value) in quota::headers(status) {
             err = err.with_header(name, value);
         }
+        if metered.local {
+            err = err.with_header(header::HeaderName::from_static(MESH_FALLBACK), degraded);
+        }
         return Err(err);
     }
     req.extensions_mut().insert(principal);
     let mut response = next.run(req).await;
-    if let Some(status) = &status {
-        response.headers_mut().extend(quota::headers(status));
+    let headers = response.headers_mut();
+    headers.extend(quota::headers(status));
+    if metered.local && !headers.contains_key(MESH_FALLBACK) {
+        headers.insert(MESH_FALLBACK, degraded);
     }
     Ok(response)
 }

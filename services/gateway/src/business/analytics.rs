@@ -1,11 +1,14 @@
 //! `/v1/analytics`.
+//!
+//! Summaries are private: each is remembered under its owner and window, and when the analytics
+//! service is out the owner's own last summary for that window answers, marked degraded.
 
 use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use mesh_proto::analytics as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -14,6 +17,7 @@ use crate::authn::Principal;
 use crate::clients::grpc;
 use crate::context::RequestId;
 use crate::error::ApiError;
+use crate::fallback::{self, Fallback};
 use crate::json::{ValidJson, ValidQuery};
 use crate::state::AppState;
 
@@ -93,22 +97,33 @@ pub async fn record_event(
     Ok((StatusCode::ACCEPTED, Json(Recorded { id: recorded.id, recorded_at: recorded.recorded_at })))
 }
 
+/// The last-known-good key of an owner's summary over `window` (as asked; empty is the default).
+pub fn summary_key(owner: &str, window: &str) -> String {
+    format!("analytics:summary:{owner}:{}", fallback::digest(window))
+}
+
 #[utoipa::path(get, path = "/v1/analytics/summary", tag = "analytics", params(SummaryParams),
-    responses((status = 200, body = Summary)))]
+    responses((status = 200, body = Summary, description = "`x-mesh-fallback: degraded` and `\"degraded\": true` when the analytics service is out"),
+        (status = 503, description = "the analytics service is out and no summary of yours is remembered")))]
 pub async fn summary(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     ValidQuery(params): ValidQuery<SummaryParams>,
-) -> Result<Json<Summary>, ApiError> {
-    let request =
-        pb::GetSummaryRequest { owner_id: principal.user_id, window: params.window.unwrap_or_default() };
-    let summary = state
+) -> Result<Response, ApiError> {
+    let window = params.window.unwrap_or_default();
+    let key = summary_key(&principal.user_id, &window);
+    let request = pb::GetSummaryRequest { owner_id: principal.user_id, window };
+    match state
         .clients
         .analytics
         .clone()
         .get_summary(grpc(&rid, state.clients.deadlines().analytics, request))
         .await
-        .map_err(|s| ApiError::from_status("analytics", &s))?;
-    Ok(Json(summary.into_inner().into()))
+    {
+        Ok(summary) => Ok(fallback::live(&state.lkg, &key, &Summary::from(summary.into_inner())).await),
+        Err(failure) => {
+            fallback::after_failure(&state.lkg, &key, Fallback::Degraded, "analytics", &failure).await
+        }
+    }
 }

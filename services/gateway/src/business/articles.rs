@@ -1,9 +1,16 @@
 //! `/v1/articles`.
+//!
+//! The catalogue is public: the same answer for every principal. So the reads go through the
+//! response cache ([`fallback::read_cached`]), keyed by what is asked of the service (query,
+//! limit, cursor; or the id) and shared by every principal and gateway replica: answered from
+//! the store for `response_cache_ttl` (`Cache-Status: mesh-gateway; hit`), and when the articles
+//! service is out, the last answer of any age is served degraded. Creating an article does not
+//! invalidate anything: lists (and stock figures) may be up to `response_cache_ttl` stale.
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use mesh_proto::articles as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -12,6 +19,7 @@ use crate::authn::Principal;
 use crate::clients::grpc;
 use crate::context::RequestId;
 use crate::error::ApiError;
+use crate::fallback;
 use crate::json::{ValidJson, ValidQuery};
 use crate::page::next_cursor;
 use crate::state::AppState;
@@ -37,6 +45,16 @@ impl From<pb::Article> for Article {
             created_at: a.created_at,
         }
     }
+}
+
+/// The cache key of a list request: what the service is asked, so equal requests share it.
+pub fn list_key(request: &pb::ListArticlesRequest) -> String {
+    let asked = format!("{}\n{}\n{}", request.query, request.limit, request.cursor);
+    format!("articles:list:{}", fallback::digest(&asked))
+}
+
+fn article_key(id: &str) -> String {
+    format!("articles:get:{}", fallback::digest(id))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -68,46 +86,56 @@ pub struct SearchParams {
     pub cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/articles", tag = "articles", params(SearchParams), responses((status = 200, body = ArticlePage)))]
+impl From<pb::ListArticlesResponse> for ArticlePage {
+    fn from(listed: pb::ListArticlesResponse) -> Self {
+        Self {
+            articles: listed.articles.into_iter().map(Article::from).collect(),
+            next_cursor: next_cursor(listed.next_cursor),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/articles", tag = "articles", params(SearchParams),
+    responses((status = 200, body = ArticlePage, description = "`Cache-Status` says whether it came from the response cache; `x-mesh-fallback: degraded` and `\"degraded\": true` when the articles service is out"),
+        (status = 503, description = "the articles service is out and this list was never read")))]
 pub async fn list_articles(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
     ValidQuery(params): ValidQuery<SearchParams>,
-) -> Result<Json<ArticlePage>, ApiError> {
+) -> Result<Response, ApiError> {
     let request = pb::ListArticlesRequest {
         query: params.q.unwrap_or_default(),
         limit: params.limit.unwrap_or(0),
         cursor: params.cursor.unwrap_or_default(),
     };
-    let listed = state
-        .clients
-        .articles
-        .clone()
-        .list_articles(grpc(&rid, state.clients.deadlines().articles, request))
-        .await
-        .map_err(|s| ApiError::from_status("articles", &s))?
-        .into_inner();
-    Ok(Json(ArticlePage {
-        articles: listed.articles.into_iter().map(Article::from).collect(),
-        next_cursor: next_cursor(listed.next_cursor),
-    }))
+    let key = list_key(&request);
+    let mut client = state.clients.articles.clone();
+    let deadline = state.clients.deadlines().articles;
+    let live = async move {
+        client.list_articles(grpc(&rid, deadline, request)).await.map(|r| ArticlePage::from(r.into_inner()))
+    };
+    fallback::read_cached(&state.lkg, &key, state.cfg.response_cache_ttl, "articles", live).await
 }
 
 #[utoipa::path(get, path = "/v1/articles/{id}", tag = "articles", params(("id" = String, Path, description = "article id")),
-    responses((status = 200, body = Article), (status = 404, description = "no such article")))]
+    responses((status = 200, body = Article, description = "as for the list: cached, or degraded when the articles service is out"),
+        (status = 404, description = "no such article"),
+        (status = 503, description = "the articles service is out and this article was never read")))]
 pub async fn get_article(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
-) -> Result<Json<Article>, ApiError> {
-    let article = state
-        .clients
-        .articles
-        .clone()
-        .get_article(grpc(&rid, state.clients.deadlines().articles, pb::GetArticleRequest { id }))
-        .await
-        .map_err(|s| ApiError::from_status("articles", &s))?;
-    Ok(Json(article.into_inner().into()))
+) -> Result<Response, ApiError> {
+    let key = article_key(&id);
+    let mut client = state.clients.articles.clone();
+    let deadline = state.clients.deadlines().articles;
+    let live = async move {
+        client
+            .get_article(grpc(&rid, deadline, pb::GetArticleRequest { id }))
+            .await
+            .map(|a| Article::from(a.into_inner()))
+    };
+    fallback::read_cached(&state.lkg, &key, state.cfg.response_cache_ttl, "articles", live).await
 }
 
 #[utoipa::path(post, path = "/v1/articles", tag = "articles", request_body = CreateArticleBody,

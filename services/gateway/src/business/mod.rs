@@ -4,6 +4,7 @@ pub mod analytics;
 pub mod articles;
 pub mod dashboard;
 pub mod orders;
+pub mod queue;
 
 use axum::Router;
 use axum::routing::{get, post};

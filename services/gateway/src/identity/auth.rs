@@ -270,5 +270,10 @@ pub async fn jwks(
     Extension(rid): Extension<RequestId>,
 ) -> Result<impl IntoResponse, ApiError> {
     let document = state.jwks.document(&rid).await?;
-    Ok(([(axum::http::header::CACHE_CONTROL, "public, max-age=300")], Json(document)))
+    let mut response =
+        ([(axum::http::header::CACHE_CONTROL, "public, max-age=300")], Json(document)).into_response();
+    if let Some(age) = state.jwks.snapshot_age() {
+        crate::fallback::mark(response.headers_mut(), crate::fallback::Fallback::Cache, Some(age));
+    }
+    Ok(response)
 }

@@ -1,7 +1,12 @@
 //! `/v1/quota`.
+//!
+//! Every status read is remembered per principal (it also seeds the gateway's local limit when
+//! the quota service is down); during an outage the principal's own last known status answers,
+//! marked `x-mesh-fallback: cache`.
 
 use axum::Json;
 use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
 use mesh_proto::quota::GetQuotaRequest;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -10,6 +15,8 @@ use crate::authn::Principal;
 use crate::clients::grpc;
 use crate::context::RequestId;
 use crate::error::ApiError;
+use crate::fallback::{self, Fallback, is_outage};
+use crate::quota::{KnownQuota, known_key};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -22,26 +29,37 @@ pub struct Quota {
     pub reset_at: i64,
 }
 
-#[utoipa::path(get, path = "/v1/quota", tag = "quota", responses((status = 200, body = Quota)))]
+impl From<KnownQuota> for Quota {
+    fn from(k: KnownQuota) -> Self {
+        Self { plan: k.plan, limit: k.limit, used: k.used, remaining: k.remaining, reset_at: k.reset_at }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/quota", tag = "quota",
+    responses((status = 200, body = Quota, description = "the window; `x-mesh-fallback: cache` with `Age` when the quota service is out"),
+        (status = 503, description = "the quota service is out and no status of yours is remembered")))]
 pub async fn get_quota(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
-) -> Result<Json<Quota>, ApiError> {
+) -> Result<Response, ApiError> {
+    let key = known_key(&principal.user_id);
     let request = GetQuotaRequest { principal: principal.user_id };
-    let status = state
-        .clients
-        .quota
-        .clone()
-        .get_quota(grpc(&rid, state.clients.deadlines().quota, request))
-        .await
-        .map_err(|s| ApiError::from_status("quota", &s))?
-        .into_inner();
-    Ok(Json(Quota {
-        plan: status.plan,
-        limit: status.limit,
-        used: status.used,
-        remaining: status.remaining,
-        reset_at: status.reset_at,
-    }))
+    match state.clients.quota.clone().get_quota(grpc(&rid, state.clients.deadlines().quota, request)).await {
+        Ok(status) => {
+            let known = KnownQuota::from(status.into_inner());
+            state.lkg.remember(&key, &known).await;
+            Ok(Json(Quota::from(known)).into_response())
+        }
+        Err(failure) => {
+            let error = ApiError::from_status("quota", &failure);
+            if !is_outage(&failure) {
+                return Err(error);
+            }
+            let upstream = error.status;
+            let snapshot = state.lkg.recall::<KnownQuota>(&key).await.ok_or(error)?;
+            let body = serde_json::to_value(Quota::from(snapshot.value)).unwrap_or_default();
+            Ok(fallback::stale_response(body, Fallback::Cache, snapshot.age, upstream))
+        }
+    }
 }

@@ -1,7 +1,12 @@
 //! `/v1/users/me`.
+//!
+//! Every profile read or written is remembered per user; when the user service is out, `GET`
+//! answers the user's own last known profile marked `x-mesh-fallback: cache`. `PATCH` cannot be
+//! served from anything: 503.
 
 use axum::Json;
 use axum::extract::{Extension, State};
+use axum::response::Response;
 use mesh_proto::user as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,10 +15,11 @@ use crate::authn::Principal;
 use crate::clients::grpc;
 use crate::context::RequestId;
 use crate::error::ApiError;
+use crate::fallback::{self, Fallback};
 use crate::json::ValidJson;
 use crate::state::AppState;
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Profile {
     pub user_id: String,
     pub email: String,
@@ -36,6 +42,11 @@ impl From<pb::Profile> for Profile {
     }
 }
 
+/// The last-known-good key of a user's profile: the user's own, never another's.
+fn snapshot_key(user_id: &str) -> String {
+    format!("users/me:{user_id}")
+}
+
 /// Only the fields present change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -44,30 +55,37 @@ pub struct UpdateProfileBody {
     pub bio: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/users/me", tag = "users", responses((status = 200, body = Profile)))]
+#[utoipa::path(get, path = "/v1/users/me", tag = "users",
+    responses((status = 200, body = Profile, description = "the profile; `x-mesh-fallback: cache` with `Age` when the user service is out"),
+        (status = 503, description = "the user service is out and no profile of yours is remembered")))]
 pub async fn get_me(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
-) -> Result<Json<Profile>, ApiError> {
+) -> Result<Response, ApiError> {
     let deadline = state.clients.deadlines().user;
     let mut user = state.clients.user.clone();
+    let key = snapshot_key(&principal.user_id);
     let request = pb::GetProfileRequest { user_id: principal.user_id.clone() };
-    match user.get_profile(grpc(&rid, deadline, request)).await {
-        Ok(profile) => Ok(Json(profile.into_inner().into())),
+    let failure = match user.get_profile(grpc(&rid, deadline, request)).await {
+        Ok(profile) => {
+            return Ok(fallback::live(&state.lkg, &key, &Profile::from(profile.into_inner())).await);
+        }
         // Registration creates the profile; if that call failed, create it now from the token.
         Err(status) if status.code() == tonic::Code::NotFound => {
             let display_name = principal.email.split('@').next().unwrap_or("user").chars().take(64).collect();
             let request =
                 pb::CreateProfileRequest { user_id: principal.user_id, email: principal.email, display_name };
-            let profile = user
-                .create_profile(grpc(&rid, deadline, request))
-                .await
-                .map_err(|s| ApiError::from_status("user", &s))?;
-            Ok(Json(profile.into_inner().into()))
+            match user.create_profile(grpc(&rid, deadline, request)).await {
+                Ok(profile) => {
+                    return Ok(fallback::live(&state.lkg, &key, &Profile::from(profile.into_inner())).await);
+                }
+                Err(status) => status,
+            }
         }
-        Err(status) => Err(ApiError::from_status("user", &status)),
-    }
+        Err(status) => status,
+    };
+    fallback::after_failure(&state.lkg, &key, Fallback::Cache, "user", &failure).await
 }
 
 #[utoipa::path(patch, path = "/v1/users/me", tag = "users", request_body = UpdateProfileBody,
@@ -78,6 +96,7 @@ pub async fn update_me(
     Extension(principal): Extension<Principal>,
     ValidJson(body): ValidJson<UpdateProfileBody>,
 ) -> Result<Json<Profile>, ApiError> {
+    let key = snapshot_key(&principal.user_id);
     let request = pb::UpdateProfileRequest {
         user_id: principal.user_id,
         display_name: body.display_name,
@@ -90,5 +109,8 @@ pub async fn update_me(
         .update_profile(grpc(&rid, state.clients.deadlines().user, request))
         .await
         .map_err(|s| ApiError::from_status("user", &s))?;
-    Ok(Json(profile.into_inner().into()))
+    let profile = Profile::from(profile.into_inner());
+    // So an outage right after an update does not answer the profile as it was before it.
+    state.lkg.remember(&key, &profile).await;
+    Ok(Json(profile))
 }

@@ -2,6 +2,9 @@
 //!
 //! One mutex over all maps keeps every operation trivially atomic, which is the contract the Redis
 //! backend gets from single-threaded command execution. Expiry is checked on access.
+//! Streams live in `memory/stream.rs`.
+
+mod stream;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +23,7 @@ struct Maps {
     strings: HashMap<String, Entry<String>>,
     hashes: HashMap<String, Entry<HashMap<String, i64>>>,
     indexes: HashMap<String, BTreeSet<String>>,
+    streams: HashMap<String, stream::Stream>,
 }
 
 #[derive(Debug)]
@@ -135,7 +139,8 @@ impl MemoryStore {
         let existed = maps.live_string(&key).is_some() || maps.live_hash(&key).is_some();
         maps.strings.remove(&key);
         maps.hashes.remove(&key);
-        Ok(existed | maps.indexes.remove(&key).is_some())
+        let existed = existed | maps.indexes.remove(&key).is_some();
+        Ok(existed | maps.streams.remove(&key).is_some())
     }
 
     pub(super) async fn delete_if_eq(&self, key: &str, expected: &str) -> StoreResult<bool> {

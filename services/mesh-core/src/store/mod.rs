@@ -7,9 +7,16 @@
 //! against both backends (`tests/store_contract.rs`).
 //!
 //! Keys are namespaced with the configured prefix so deployments (or tests) can share a server.
+//!
+//! Streams (`stream_*`) are durable work queues with consumer groups, as Redis Streams: an entry
+//! is appended once, delivered to one consumer of a group, stays pending until that consumer
+//! acknowledges it, and can be claimed by another consumer once it has been pending too long
+//! (its consumer died). A stream here serves one group, so acknowledging an entry also deletes it:
+//! the stream's length is the work not yet done.
 
 mod memory;
 mod redis;
+mod stream;
 
 use std::time::Duration;
 
@@ -17,6 +24,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
+pub use self::stream::StreamEntry;
 
 /// Where state lives.
 ///
@@ -215,6 +223,71 @@ impl Store {
     /// Several keys in one round trip, in order.
     pub async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<String>>> {
         dispatch!(self, get_many(keys))
+    }
+
+    /// Appends an entry of field/value pairs to the stream `key` (created if absent) and returns
+    /// its id. Nothing is ever trimmed to make room: an entry leaves the stream only when it is
+    /// acknowledged ([`Store::stream_ack`]), so unprocessed work is never dropped.
+    pub async fn stream_add(&self, key: &str, fields: &[(&str, &str)]) -> StoreResult<String> {
+        dispatch!(self, stream_add(key, fields))
+    }
+
+    /// Creates the consumer group `group` on the stream `key` (and the stream, if absent),
+    /// starting from the stream's first entry, so entries appended before any consumer existed
+    /// are delivered too. Idempotent: a group that exists already is left as it is.
+    pub async fn stream_create_group(&self, key: &str, group: &str) -> StoreResult<()> {
+        dispatch!(self, stream_create_group(key, group))
+    }
+
+    /// Up to `count` entries never delivered to `group`, now delivered to `consumer`: each entry
+    /// goes to exactly one consumer of the group and stays pending (for that consumer) until
+    /// acknowledged. Never blocks: a multiplexed Redis connection must not be held by a blocking
+    /// read, so callers poll. Fails if the group does not exist (create it first).
+    pub async fn stream_read(
+        &self,
+        key: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> StoreResult<Vec<StreamEntry>> {
+        dispatch!(self, stream_read(key, group, consumer, count))
+    }
+
+    /// Up to `count` entries delivered to `consumer` and not yet acknowledged, oldest first: its
+    /// own work to retry. Reading them again restarts their idle time.
+    pub async fn stream_read_pending(
+        &self,
+        key: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> StoreResult<Vec<StreamEntry>> {
+        dispatch!(self, stream_read_pending(key, group, consumer, count))
+    }
+
+    /// Moves up to `count` entries that have been pending in `group` for at least `min_idle`
+    /// (whichever consumer holds them) to `consumer`, restarting their idle time, and returns
+    /// them, oldest first. How a live consumer takes over the work of a dead one (XAUTOCLAIM).
+    pub async fn stream_claim(
+        &self,
+        key: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> StoreResult<Vec<StreamEntry>> {
+        dispatch!(self, stream_claim(key, group, consumer, min_idle, count))
+    }
+
+    /// Acknowledges `ids` in `group` and deletes them from the stream, in one atomic step.
+    /// Returns how many were pending. An acknowledged entry is never delivered or claimed again.
+    pub async fn stream_ack(&self, key: &str, group: &str, ids: &[String]) -> StoreResult<usize> {
+        dispatch!(self, stream_ack(key, group, ids))
+    }
+
+    /// Entries in the stream `key`: appended and not yet acknowledged (0 if it does not exist).
+    pub async fn stream_len(&self, key: &str) -> StoreResult<u64> {
+        dispatch!(self, stream_len(key))
     }
 
     /// [`Store::get`] decoded from JSON.

@@ -2,7 +2,9 @@
 //!
 //! A `ConnectionManager` multiplexes one connection and reconnects in the background; every
 //! command is bounded by the configured response timeout, so a hung Redis fails calls quickly
-//! (as `StoreError::Unavailable`) instead of stalling them.
+//! (as `StoreError::Unavailable`) instead of stalling them. Streams live in `redis/stream.rs`.
+
+mod stream;
 
 use std::time::Duration;
 

@@ -108,5 +108,6 @@ pub(crate) fn order(owner_id: &str, key: &str, items: &[(&str, u32)]) -> CreateO
                 unit_price_cents: 0,
             })
             .collect(),
+        order_id: String::new(),
     }
 }

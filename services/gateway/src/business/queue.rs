@@ -1,0 +1,333 @@
+//! The durable order queue: `POST /v1/orders` while the orders service is down.
+//!
+//! An order whose create call failed as an outage is appended to the store stream the orders
+//! service drains when it is back (`orders:queue`, format below), and the client gets `202` with
+//! the id the order will have. Never `202` unless the append succeeded: a store failure is a 503.
+//!
+//! Store records (the gateway's own, expiring after [`RECORD_TTL`], as long as the orders
+//! service remembers an Idempotency-Key):
+//!
+//! | key                           | value                                                   |
+//! |-------------------------------|---------------------------------------------------------|
+//! | `gw:queued-key:{owner}:{key}` | [`KeyBinding`]: the key's order id, its items' fingerprint |
+//! | `gw:queued:{owner}:{id}`      | [`QueuedOrder`]: what `GET /v1/orders/{id}` shows meanwhile |
+//!
+//! The binding is made with `set_nx`, so a key replayed during the outage gets the id it got
+//! first, and a queued record already there means the order is queued already: the replay is
+//! answered without appending again. (Two replays racing may both append; the orders service
+//! creates one order per key whatever the number of entries.) A successful create also binds
+//! the key to the order it made, so a replay during a later outage answers that order's id.
+//! When the service is up, a key with a binding sends its id along as `order_id`, so an order
+//! queued and then retried by the client keeps the id the client was given.
+//!
+//! Entry format (owned by the orders service, `orders_service::queue`; a test below checks this
+//! side against it): field `order` = `{owner_id, idempotency_key, order_id, items: [{article_id,
+//! quantity}]}` as JSON, field `request_id` = the request that queued it.
+
+use std::time::Duration;
+
+use mesh_core::ids;
+use mesh_core::store::{Store, StoreError, StoreResult};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::orders::OrderLine;
+
+/// The stream the orders service drains (under the store's key prefix, shared with it).
+pub const STREAM: &str = "orders:queue";
+const FIELD_ORDER: &str = "order";
+const FIELD_REQUEST_ID: &str = "request_id";
+
+/// How long the gateway remembers a key's order id and a queued order: the orders service's
+/// default Idempotency-Key lifetime.
+pub const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Bound on the store calls made on the way of a live request (the binding lookup before the
+/// call, the binding after it); past it they are skipped, as the orders service decides anyway.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Bound on queueing one order as a whole. Past it the answer is 503: the append may or may not
+/// have landed, and a retry appending again is harmless.
+pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `QueuedOrder::status`.
+pub const STATUS_QUEUED: &str = "queued";
+
+/// What an Idempotency-Key of an owner is bound to at the gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyBinding {
+    pub order_id: String,
+    /// [`fingerprint`] of the items it was first sent with.
+    pub fingerprint: String,
+}
+
+/// An order accepted into the queue and not yet created, as the client sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedOrder {
+    pub id: String,
+    /// Always `queued`.
+    pub status: String,
+    pub items: Vec<QueuedLine>,
+    /// Unix seconds when it was queued.
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedLine {
+    pub article_id: String,
+    pub quantity: u32,
+}
+
+/// The `order` field of an entry.
+#[derive(Serialize)]
+struct Entry<'a> {
+    owner_id: &'a str,
+    idempotency_key: &'a str,
+    order_id: &'a str,
+    items: &'a [QueuedLine],
+}
+
+/// Why an order could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The key is bound to other items: the same refusal the orders service would give.
+    #[error("Idempotency-Key already used with a different request")]
+    KeyReused,
+    /// The store failed or was too slow: nothing durable was written (or we cannot tell).
+    #[error("order queue unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for QueueError {
+    fn from(e: StoreError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// A queued order, and whether this request appended it (`false`: a replay found it queued).
+#[derive(Debug)]
+pub struct Queued {
+    pub order: QueuedOrder,
+    pub appended: bool,
+}
+
+fn binding_key(owner: &str, key: &str) -> String {
+    format!("gw:queued-key:{owner}:{key}")
+}
+
+fn record_key(owner: &str, id: &str) -> String {
+    format!("gw:queued:{owner}:{id}")
+}
+
+/// SHA-256 (hex) over the items sorted by article, one `<article_id> <quantity>\n` each: the
+/// order items are listed in does not change what is ordered.
+pub fn fingerprint(items: &[OrderLine]) -> String {
+    let mut lines: Vec<(&str, u32)> = items.iter().map(|l| (l.article_id.as_str(), l.quantity)).collect();
+    lines.sort_unstable();
+    let mut hasher = Sha256::new();
+    for (article, quantity) in lines {
+        hasher.update(format!("{article} {quantity}\n"));
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// A store call that may fail without failing the request: `None` on error or timeout.
+async fn lenient<T>(what: &'static str, call: impl Future<Output = StoreResult<T>>) -> Option<T> {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, call).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) => {
+            tracing::debug!(what, error = %e, "order queue store call failed; going on without it");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(what, "order queue store call timed out; going on without it");
+            None
+        }
+    }
+}
+
+/// The order id to send with a live create: the key's binding if it is to these items.
+pub async fn bound_order_id(store: &Store, owner: &str, key: &str, fingerprint: &str) -> Option<String> {
+    let binding = lenient("binding", store.get_json::<KeyBinding>(&binding_key(owner, key))).await??;
+    (binding.fingerprint == fingerprint).then_some(binding.order_id)
+}
+
+/// After a successful create: binds the key to the order it made (best effort).
+pub async fn bind_created(store: &Store, owner: &str, key: &str, fingerprint: &str, order_id: &str) {
+    let binding = KeyBinding { order_id: order_id.to_owned(), fingerprint: fingerprint.to_owned() };
+    lenient("bind", store.set_json(&binding_key(owner, key), &binding, Some(RECORD_TTL))).await;
+}
+
+/// The queued order `id` of `owner`, if the gateway remembers one (best effort).
+pub async fn queued(store: &Store, owner: &str, id: &str) -> Option<QueuedOrder> {
+    if !ids::is_id(id) {
+        return None;
+    }
+    lenient("record", store.get_json::<QueuedOrder>(&record_key(owner, id))).await?
+}
+
+/// Appends the order to the queue (once per key) and records it for `GET`.
+pub async fn enqueue(
+    store: &Store,
+    request_id: &str,
+    owner: &str,
+    key: &str,
+    items: &[OrderLine],
+) -> Result<Queued, QueueError> {
+    match tokio::time::timeout(ENQUEUE_TIMEOUT, enqueue_once(store, request_id, owner, key, items)).await {
+        Ok(result) => result,
+        Err(_) => Err(QueueError::Unavailable(format!("no answer within {ENQUEUE_TIMEOUT:?}"))),
+    }
+}
+
+async fn enqueue_once(
+    store: &Store,
+    request_id: &str,
+    owner: &str,
+    key: &str,
+    items: &[OrderLine],
+) -> Result<Queued, QueueError> {
+    let binding = bind(store, owner, key, fingerprint(items)).await?;
+    let record_key = record_key(owner, &binding.order_id);
+    if let Some(order) = store.get_json::<QueuedOrder>(&record_key).await? {
+        return Ok(Queued { order, appended: false });
+    }
+    let lines: Vec<QueuedLine> =
+        items.iter().map(|l| QueuedLine { article_id: l.article_id.clone(), quantity: l.quantity }).collect();
+    let entry = Entry { owner_id: owner, idempotency_key: key, order_id: &binding.order_id, items: &lines };
+    let entry = serde_json::to_string(&entry).map_err(|e| QueueError::Unavailable(e.to_string()))?;
+    let entry_id = store.stream_add(STREAM, &[(FIELD_ORDER, &entry), (FIELD_REQUEST_ID, request_id)]).await?;
+    let order = QueuedOrder {
+        id: binding.order_id,
+        status: STATUS_QUEUED.into(),
+        items: lines,
+        created_at: ids::unix_now(),
+    };
+    // The entry is durable now; without this record a GET during the outage says 503 instead
+    // of "queued", and a replay appends again (harmless). Neither is worth failing the request.
+    if let Err(e) = store.set_json(&record_key, &order, Some(RECORD_TTL)).await {
+        tracing::warn!(order = %order.id, error = %e, "queued an order but could not record it");
+    }
+    metrics::counter!("orders_queue_enqueued_total").increment(1);
+    tracing::info!(request_id, order = %order.id, owner, entry = %entry_id, "order queued: orders is down");
+    Ok(Queued { order, appended: true })
+}
+
+/// Binds the key to a new order id, or finds what it is bound to.
+async fn bind(store: &Store, owner: &str, key: &str, fingerprint: String) -> Result<KeyBinding, QueueError> {
+    let binding_key = binding_key(owner, key);
+    let fresh = KeyBinding { order_id: ids::new_id(), fingerprint };
+    // Twice: the binding may expire between our set_nx and our read.
+    for _ in 0..2 {
+        if store.set_nx_json(&binding_key, &fresh, Some(RECORD_TTL)).await? {
+            return Ok(fresh);
+        }
+        if let Some(existing) = store.get_json::<KeyBinding>(&binding_key).await? {
+            if existing.fingerprint != fresh.fingerprint {
+                return Err(QueueError::KeyReused);
+            }
+            return Ok(existing);
+        }
+    }
+    Err(QueueError::Unavailable("the Idempotency-Key binding keeps changing".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(article_id: &str, quantity: u32) -> OrderLine {
+        OrderLine { article_id: article_id.into(), quantity }
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_item_order_but_not_quantities() {
+        let (a, b) = (ids::new_id(), ids::new_id());
+        let base = fingerprint(&[line(&a, 1), line(&b, 2)]);
+        assert_eq!(base, fingerprint(&[line(&b, 2), line(&a, 1)]));
+        assert_ne!(base, fingerprint(&[line(&a, 2), line(&b, 1)]));
+    }
+
+    #[tokio::test]
+    async fn a_replayed_key_keeps_its_id_and_is_appended_once() {
+        let store = Store::memory();
+        let (owner, article) = (ids::new_id(), ids::new_id());
+        let items = [line(&article, 3)];
+        let first = enqueue(&store, "rid-1", &owner, "k", &items).await.unwrap();
+        assert!(first.appended);
+        assert_eq!((first.order.status.as_str(), first.order.items.len()), ("queued", 1));
+        let again = enqueue(&store, "rid-2", &owner, "k", &items).await.unwrap();
+        assert!(!again.appended);
+        assert_eq!(again.order, first.order);
+        assert_eq!(store.stream_len(STREAM).await.unwrap(), 1);
+
+        assert!(matches!(
+            enqueue(&store, "rid-3", &owner, "k", &[line(&article, 4)]).await,
+            Err(QueueError::KeyReused)
+        ));
+        let fp = fingerprint(&items);
+        assert_eq!(bound_order_id(&store, &owner, "k", &fp).await, Some(first.order.id.clone()));
+        assert_eq!(bound_order_id(&store, &owner, "k", "other").await, None);
+        assert_eq!(queued(&store, &owner, &first.order.id).await, Some(first.order.clone()));
+        assert_eq!(queued(&store, &ids::new_id(), &first.order.id).await, None, "never another owner's");
+        assert_eq!(queued(&store, &owner, "../x").await, None);
+
+        // Another key of the same owner is another order.
+        let other = enqueue(&store, "rid-4", &owner, "k2", &items).await.unwrap();
+        assert_ne!(other.order.id, first.order.id);
+        assert_eq!(store.stream_len(STREAM).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_created_order_binds_its_key_so_a_replay_during_an_outage_names_it() {
+        let store = Store::memory();
+        let (owner, article, created) = (ids::new_id(), ids::new_id(), ids::new_id());
+        let items = [line(&article, 1)];
+        bind_created(&store, &owner, "k", &fingerprint(&items), &created).await;
+        let replay = enqueue(&store, "rid", &owner, "k", &items).await.unwrap();
+        assert_eq!(replay.order.id, created);
+    }
+
+    #[tokio::test]
+    async fn the_entries_are_what_the_orders_service_reads() {
+        use orders_service::queue as consumer;
+        let store = Store::memory();
+        let (owner, article) = (ids::new_id(), ids::new_id());
+        let queued = enqueue(&store, "rid-9", &owner, "key-9", &[line(&article, 7)]).await.unwrap();
+        assert_eq!(STREAM, consumer::STREAM);
+        store.stream_create_group(consumer::STREAM, consumer::GROUP).await.unwrap();
+        let entries = store.stream_read(consumer::STREAM, consumer::GROUP, "test", 10).await.unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].field(consumer::FIELD_REQUEST_ID), Some("rid-9"));
+        let raw = entries[0].field(consumer::FIELD_ORDER).unwrap();
+        let decoded: consumer::QueuedOrder = serde_json::from_str(raw).unwrap();
+        assert_eq!(
+            decoded,
+            consumer::QueuedOrder {
+                owner_id: owner,
+                idempotency_key: "key-9".into(),
+                order_id: queued.order.id,
+                items: vec![consumer::QueuedItem { article_id: article, quantity: 7 }],
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_that_fails_queues_nothing_and_says_so() {
+        let mut redis = mesh_tests::RedisServer::start().await.unwrap();
+        let cfg = mesh_core::StoreConfig {
+            redis_url: Some(redis.url()),
+            key_prefix: mesh_tests::unique_prefix("queue"),
+            command_timeout: Duration::from_millis(300),
+            connect_timeout: Duration::from_millis(200),
+        };
+        let store = Store::connect(&cfg).await.unwrap();
+        let (owner, article) = (ids::new_id(), ids::new_id());
+        redis.kill();
+        let started = std::time::Instant::now();
+        let err = enqueue(&store, "rid", &owner, "k", &[line(&article, 1)]).await.unwrap_err();
+        assert!(matches!(err, QueueError::Unavailable(_)), "{err:?}");
+        assert!(started.elapsed() <= ENQUEUE_TIMEOUT + Duration::from_millis(500));
+        assert_eq!(bound_order_id(&store, &owner, "k", "fp").await, None, "lookups fail open");
+    }
+}

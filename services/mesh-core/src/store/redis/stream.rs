@@ -1,0 +1,201 @@
+//! Streams on Redis (XADD, XGROUP, XREADGROUP, XAUTOCLAIM, XACK + XDEL). Needs Redis 6.2 or
+//! later, for XAUTOCLAIM.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use super::{RedisStore, unavailable};
+use crate::store::{StoreError, StoreResult, StreamEntry};
+
+/// XAUTOCLAIM scans at most ten times COUNT pending entries per call; this bounds how many calls
+/// one [`RedisStore::stream_claim`] makes over a long pending list of busy entries.
+const CLAIM_SCANS: usize = 16;
+
+fn corrupt(what: &str, value: &Value) -> StoreError {
+    StoreError::Corrupt(format!("unexpected {what} reply: {value:?}"))
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// `[[id, [field, value, …]], …]`. An entry deleted while pending comes back with no fields
+/// (nil) from a history read; it has nothing to process and is left out.
+fn entries(value: &Value) -> StoreResult<Vec<StreamEntry>> {
+    let Value::Array(items) = value else { return Err(corrupt("stream entries", value)) };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(pair) = item else { return Err(corrupt("stream entry", item)) };
+        let (Some(id), Some(fields)) = (pair.first().and_then(text), pair.get(1)) else {
+            return Err(corrupt("stream entry", item));
+        };
+        let Value::Array(flat) = fields else { continue };
+        let fields = flat
+            .chunks(2)
+            .map(|kv| match kv {
+                [k, v] => text(k).zip(text(v)).ok_or_else(|| corrupt("stream field", item)),
+                _ => Err(corrupt("stream fields", item)),
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.push(StreamEntry { id, fields });
+    }
+    Ok(out)
+}
+
+/// XREADGROUP: nil when there is nothing, else `[[key, entries]]` (RESP2) or `{key: entries}`.
+fn read_reply(value: &Value) -> StoreResult<Vec<StreamEntry>> {
+    match value {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(streams) => match streams.first() {
+            Some(Value::Array(stream)) if stream.len() == 2 => entries(&stream[1]),
+            None => Ok(Vec::new()),
+            _ => Err(corrupt("XREADGROUP", value)),
+        },
+        Value::Map(streams) => streams.first().map_or(Ok(Vec::new()), |(_, e)| entries(e)),
+        _ => Err(corrupt("XREADGROUP", value)),
+    }
+}
+
+// === impl RedisStore ===
+
+impl RedisStore {
+    pub(in crate::store) async fn stream_add(
+        &self,
+        key: &str,
+        fields: &[(&str, &str)],
+    ) -> StoreResult<String> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.key(key)).arg("*");
+        for (field, value) in fields {
+            cmd.arg(*field).arg(*value);
+        }
+        self.query(&cmd).await
+    }
+
+    pub(in crate::store) async fn stream_create_group(&self, key: &str, group: &str) -> StoreResult<()> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE").arg(self.key(key)).arg(group).arg("0").arg("MKSTREAM");
+        let mut conn = self.conn.clone();
+        match cmd.query_async::<Value>(&mut conn).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn read_group(
+        &self,
+        key: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        from: &str,
+    ) -> StoreResult<Vec<StreamEntry>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(count.max(1));
+        cmd.arg("STREAMS").arg(self.key(key)).arg(from);
+        read_reply(&self.query::<Value>(&cmd).await?)
+    }
+
+    pub(in crate::store) async fn stream_read(
+        &self,
+        key: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> StoreResult<Vec<StreamEntry>> {
+        // `>`: entries never delivered to this group.
+        self.read_group(key, group, consumer, count, ">").await
+    }
+
+    pub(in crate::store) async fn stream_read_pending(
+        &self,
+        key: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> StoreResult<Vec<StreamEntry>> {
+        // An id instead of `>`: this consumer's pending entries after it.
+        self.read_group(key, group, consumer, count, "0").await
+    }
+
+    pub(in crate::store) async fn stream_claim(
+        &self,
+        key: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> StoreResult<Vec<StreamEntry>> {
+        let mut claimed = Vec::new();
+        let mut cursor = "0-0".to_owned();
+        for _ in 0..CLAIM_SCANS {
+            let mut cmd = redis::cmd("XAUTOCLAIM");
+            cmd.arg(self.key(key)).arg(group).arg(consumer).arg(min_idle.as_millis() as u64);
+            cmd.arg(&cursor).arg("COUNT").arg(count.saturating_sub(claimed.len()).max(1));
+            let reply: Value = self.query(&cmd).await?;
+            let Value::Array(parts) = &reply else { return Err(corrupt("XAUTOCLAIM", &reply)) };
+            let (Some(next), Some(found)) = (parts.first().and_then(text), parts.get(1)) else {
+                return Err(corrupt("XAUTOCLAIM", &reply));
+            };
+            claimed.extend(entries(found)?);
+            // `0-0`: the whole pending list was scanned.
+            if next == "0-0" || claimed.len() >= count {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(claimed)
+    }
+
+    pub(in crate::store) async fn stream_ack(
+        &self,
+        key: &str,
+        group: &str,
+        ids: &[String],
+    ) -> StoreResult<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let key = self.key(key);
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("XACK").arg(&key).arg(group).arg(ids);
+        pipe.cmd("XDEL").arg(&key).arg(ids).ignore();
+        let mut conn = self.conn.clone();
+        let (acked,): (usize,) = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(acked)
+    }
+
+    pub(in crate::store) async fn stream_len(&self, key: &str) -> StoreResult<u64> {
+        self.query(redis::cmd("XLEN").arg(self.key(key))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn replies_parse_and_deleted_entries_are_left_out() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("q"),
+            Value::Array(vec![
+                Value::Array(vec![bulk("1-0"), Value::Array(vec![bulk("f"), bulk("v")])]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        let got = read_reply(&reply).unwrap();
+        assert_eq!(got, vec![StreamEntry { id: "1-0".into(), fields: vec![("f".into(), "v".into())] }]);
+        assert!(read_reply(&Value::Nil).unwrap().is_empty());
+        assert!(read_reply(&Value::Int(3)).is_err());
+    }
+}
