@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use mesh_tests::load::{self, Spec};
-use support::chaos::Chaos;
+use support::chaos::{Chaos, signal_later_and_time_ejection};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_hangs_is_timed_out_and_ejected() {
@@ -15,27 +15,15 @@ async fn a_gateway_that_hangs_is_timed_out_and_ejected() {
     let victim = chaos.business[0].addr;
     let pid = chaos.business[0].process.as_ref().unwrap().pid();
 
-    let (status_http, status_url) = (chaos.http.clone(), format!("{}/mesh/status", chaos.base));
-    let freezer = tokio::spawn(async move {
-        // The chaos schedule: the gateway freezes 2 s into the load.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap();
-        let frozen_at = std::time::Instant::now();
-        let ejected = mesh_tests::wait_until(Duration::from_secs(5), || {
-            let (http, url) = (status_http.clone(), status_url.clone());
-            async move {
-                let status: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
-                status["pools"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .flat_map(|p| p["instances"].as_array().unwrap().iter())
-                    .any(|i| i["addr"] == victim.to_string() && i["healthy"] == false)
-            }
-        })
-        .await;
-        ejected.then(|| frozen_at.elapsed())
-    });
+    // The chaos schedule: the signal lands 2 s into the load.
+    let freezer = signal_later_and_time_ejection(
+        chaos.http.clone(),
+        chaos.base.clone(),
+        pid,
+        "STOP",
+        Duration::from_secs(2),
+        victim,
+    );
     let (http, base) = (chaos.http.clone(), chaos.base.clone());
     let spec = Spec { workers: 4, duration: Duration::from_secs(6), max_requests: 100_000 };
     let report = load::run(spec, move |_| {

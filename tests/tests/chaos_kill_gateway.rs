@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use mesh_tests::load::{self, Spec};
-use support::chaos::{Chaos, mixed_request};
+use support::chaos::{Chaos, mixed_request, signal_later_and_time_ejection};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_identity_gateway_under_load_loses_no_request() {
@@ -17,27 +17,15 @@ async fn killing_one_identity_gateway_under_load_loses_no_request() {
 
     let victim = chaos.identity[0].addr;
     let pid = chaos.identity[0].process.as_ref().unwrap().pid();
-    let (status_http, status_url) = (chaos.http.clone(), format!("{}/mesh/status", chaos.base));
-    let killer = tokio::spawn(async move {
-        // The chaos schedule: the kill lands 3 s into the load.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
-        let killed_at = std::time::Instant::now();
-        let ejected = mesh_tests::wait_until(Duration::from_secs(5), || {
-            let (http, url) = (status_http.clone(), status_url.clone());
-            async move {
-                let status: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
-                status["pools"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .flat_map(|p| p["instances"].as_array().unwrap().iter())
-                    .any(|i| i["addr"] == victim.to_string() && i["healthy"] == false)
-            }
-        })
-        .await;
-        ejected.then(|| killed_at.elapsed())
-    });
+    // The chaos schedule: the signal lands 3 s into the load.
+    let killer = signal_later_and_time_ejection(
+        chaos.http.clone(),
+        chaos.base.clone(),
+        pid,
+        "KILL",
+        Duration::from_secs(3),
+        victim,
+    );
     let (http, base) = (chaos.http.clone(), chaos.base.clone());
     let spec = Spec { workers: 8, duration: Duration::from_secs(10), max_requests: 200_000 };
     let report = load::run(spec, move |n| {

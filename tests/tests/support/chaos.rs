@@ -294,3 +294,35 @@ pub(crate) async fn mixed_request(
     };
     (label, status)
 }
+
+/// Sends `signal` to `pid` after `delay` (the chaos schedule), then waits (at most 5 s) until the
+/// router at `base` shows `victim` unhealthy; the time that took, if it did.
+pub(crate) fn signal_later_and_time_ejection(
+    http: reqwest::Client,
+    base: String,
+    pid: u32,
+    signal: &'static str,
+    delay: Duration,
+    victim: SocketAddr,
+) -> tokio::task::JoinHandle<Option<Duration>> {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        std::process::Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
+        let signalled = std::time::Instant::now();
+        let url = format!("{base}/mesh/status");
+        let ejected = wait_until(Duration::from_secs(5), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let status: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+                status["pools"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|p| p["instances"].as_array().unwrap().iter())
+                    .any(|i| i["addr"] == victim.to_string() && i["healthy"] == false)
+            }
+        })
+        .await;
+        ejected.then(|| signalled.elapsed())
+    })
+}
