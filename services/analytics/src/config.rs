@@ -7,6 +7,8 @@ use mesh_core::process::Listens;
 use mesh_core::store::StoreConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::live::LiveConfig;
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -17,6 +19,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Where event counts live; every replica must share it. Default: memory (one process only).
     pub store: StoreConfig,
+    /// Live events (`WatchEvents`).
+    pub live: LiveConfig,
 }
 
 impl Default for Config {
@@ -26,6 +30,7 @@ impl Default for Config {
             admin_listen: ([127, 0, 0, 1], 9056).into(),
             server: ServerConfig::default(),
             store: StoreConfig::default(),
+            live: LiveConfig::default(),
         }
     }
 }

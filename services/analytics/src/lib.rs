@@ -9,18 +9,20 @@
 //! their own once no window can reach them. The price: a summary's edges are bucket edges, and
 //! it reports the exact span it covered (`from`, `to`).
 //!
-//! Event properties are validated (so the edge can refuse a malformed event) but not kept: no
-//! RPC reads them, and the store has no bounded per-owner log to keep them in.
+//! Event properties are validated (so the edge can refuse a malformed event) and not counted;
+//! they reach live watchers through each owner's capped log (see [`live`]).
 //!
 //! # Layout
 //! - [`config`]: listen addresses and store.
 //! - [`validate`]: the rules for an event, and [`validate::OwnerId`], the only key material.
 //! - [`bucket`]: bucket sizes, lifetimes and keys.
 //! - [`window`]: the accepted summary windows and the buckets covering each.
+//! - [`live`]: the per-owner live log and its watchers (`WatchEvents`).
 //! - [`service`]: the `AnalyticsService` implementation.
 
 pub mod bucket;
 pub mod config;
+pub mod live;
 pub mod service;
 pub mod validate;
 pub mod window;
@@ -37,7 +39,14 @@ use tokio::net::TcpListener;
 pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let store = Store::connect(&cfg.store).await?;
     tracing::info!(addr = %listener.local_addr()?, backend = store.backend(), "analytics service serving");
-    let routes = tonic::service::Routes::new(AnalyticsServiceServer::new(AnalyticsApi::new(store)));
+    // Live watches never end by themselves: end them when the drain starts, not at its timeout.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let api = AnalyticsApi::new(store, cfg.live.clone(), stop);
+    let routes = tonic::service::Routes::new(AnalyticsServiceServer::new(api));
     mesh_core::grpc::serve(listener, routes, &[SERVICE_NAME], &cfg.server, shutdown).await?;
     Ok(())
 }

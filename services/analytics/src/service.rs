@@ -6,15 +6,22 @@ use mesh_core::ServiceError;
 use mesh_core::ids::{new_id, unix_now};
 use mesh_core::store::Store;
 use mesh_proto::analytics::analytics_service_server::AnalyticsService;
-use mesh_proto::analytics::{GetSummaryRequest, RecordEventRequest, RecordEventResponse, Summary, TypeCount};
+use mesh_proto::analytics::{
+    Event, GetSummaryRequest, RecordEventRequest, RecordEventResponse, Summary, TypeCount, WatchEventsRequest,
+};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::bucket::Granularity;
+use crate::live::{self, LiveConfig, Watch};
 use crate::validate;
 use crate::window::Window;
 
 pub struct AnalyticsApi {
     store: Store,
+    live: LiveConfig,
+    /// Turns true when the service drains: live watches end then, instead of holding the drain.
+    stop: watch::Receiver<bool>,
 }
 
 /// Adds up bucket contents per type, sorted by count, highest first, then by type.
@@ -37,8 +44,8 @@ fn tally(buckets: Vec<Vec<(String, i64)>>) -> (u64, Vec<TypeCount>) {
 // === impl AnalyticsApi ===
 
 impl AnalyticsApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, live: LiveConfig, stop: watch::Receiver<bool>) -> Self {
+        Self { store, live, stop }
     }
 
     async fn record(&self, req: RecordEventRequest) -> Result<RecordEventResponse, ServiceError> {
@@ -57,6 +64,14 @@ impl AnalyticsApi {
         // that is cheaper than a transaction on every event.
         tokio::try_join!(minute, hour)?;
         let id = new_id();
+        // Watchers are told after counting, so a watcher never sees an event a summary lacks.
+        // Best effort: the event is counted already, and failing the call now would invite a
+        // retry that counts it twice.
+        if let Err(e) = live::publish(&self.store, &self.live, &owner, kind, &req.properties, &id, now).await
+        {
+            metrics::counter!("analytics_live_publish_failures_total").increment(1);
+            tracing::warn!(owner_id = %owner, error = %e, "event counted but not published to watchers");
+        }
         tracing::debug!(owner_id = %owner, r#type = kind, event_id = %id, "event recorded");
         Ok(RecordEventResponse { id, recorded_at: now })
     }
@@ -77,10 +92,35 @@ impl AnalyticsApi {
             to: span.to,
         })
     }
+
+    async fn watch(&self, req: WatchEventsRequest) -> Result<Watch, ServiceError> {
+        let owner = validate::owner_id(&req.owner_id)?;
+        let kind = match req.r#type.as_str() {
+            "" => None,
+            kind => Some(validate::event_type(kind)?.to_owned()),
+        };
+        let after = match req.after_id.as_str() {
+            "" => None,
+            after => Some(live::valid_position(after)?.to_owned()),
+        };
+        Watch::start(self.store.clone(), self.live.clone(), &owner, kind, after, self.stop.clone()).await
+    }
 }
+
+type EventStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Event, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AnalyticsService for AnalyticsApi {
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let watch = self.watch(request.into_inner()).await?;
+        Ok(Response::new(Box::pin(watch.into_stream())))
+    }
+
     async fn record_event(
         &self,
         request: Request<RecordEventRequest>,

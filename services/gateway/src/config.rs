@@ -61,6 +61,8 @@ pub struct Config {
     pub cache_timeout: Duration,
     /// The approximate per-principal limit kept while the quota service is down.
     pub local_quota: LocalQuotaConfig,
+    /// Server-sent event streams: caps, buffering, keep-alive.
+    pub streams: crate::streams::StreamConfig,
 }
 
 /// The limit a gateway applies by itself while the quota service cannot answer. A principal's
@@ -190,6 +192,7 @@ impl Config {
             response_cache_ttl: Duration::from_secs(30),
             cache_timeout: crate::fallback::DEFAULT_TIMEOUT,
             local_quota: LocalQuotaConfig::default(),
+            streams: crate::streams::StreamConfig::default(),
         }
     }
 

@@ -16,6 +16,7 @@
 //! - [`quota`]: metering, `RateLimit-*` headers, and the local limit kept while the quota
 //!   service is down.
 //! - [`clients`]: balanced gRPC clients and the per-call request metadata.
+//! - [`streams`]: caps and buffer bounds of server-sent event streams.
 //! - [`identity`], [`business`]: each domain's routes.
 //! - [`openapi`]: the `/openapi.json` document.
 
@@ -33,6 +34,7 @@ pub mod openapi;
 pub mod page;
 pub mod quota;
 pub mod state;
+pub mod streams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,7 +66,8 @@ pub async fn state(cfg: Config) -> anyhow::Result<AppState> {
         Arc::new(JwksVerifier::new(clients.auth.clone(), clients.deadlines().auth, &cfg.jwt, lkg.clone()));
     let api_keys = ApiKeyVerifier::new(lkg.clone(), cfg.api_key_cache_ttl);
     let local_quota = Arc::new(quota::LocalQuota::new(cfg.local_quota.clone()));
-    Ok(AppState { cfg: Arc::new(cfg), clients, jwks, api_keys, store, lkg, local_quota })
+    let streams = Arc::new(streams::StreamSlots::new(&cfg.streams));
+    Ok(AppState { cfg: Arc::new(cfg), clients, jwks, api_keys, store, lkg, local_quota, streams })
 }
 
 /// The gateway's routes for its domain, inside the edge stack; the admin routes sit beside
@@ -107,10 +110,12 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> an
     let state = state(cfg).await?;
     let drain = Drain::new();
     tokio::spawn({
-        let drain = drain.clone();
+        let (drain, streams) = (drain.clone(), state.streams.clone());
         async move {
             shutdown.await;
             drain.trigger();
+            // Event streams never finish on their own: end them so the drain does not wait.
+            streams.close_all();
         }
     });
     state.jwks.clone().spawn_refresher(jwks_refresh, drain.signaled());

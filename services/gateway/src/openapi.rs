@@ -39,6 +39,7 @@ struct IdentityApi;
         business::articles::create_article,
         business::analytics::record_event,
         business::analytics::summary,
+        business::live::live,
         business::dashboard::dashboard,
     )
 )]

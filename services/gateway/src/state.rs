@@ -9,6 +9,7 @@ use crate::clients::Clients;
 use crate::config::Config;
 use crate::fallback::LastKnownGood;
 use crate::quota::LocalQuota;
+use crate::streams::StreamSlots;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -22,4 +23,6 @@ pub struct AppState {
     pub lkg: LastKnownGood,
     /// The approximate limit kept per principal while the quota service is down.
     pub local_quota: Arc<LocalQuota>,
+    /// Open server-sent event streams, against their caps.
+    pub streams: Arc<StreamSlots>,
 }

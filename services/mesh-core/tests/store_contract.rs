@@ -439,3 +439,30 @@ async fn named_memory_stores_are_shared_within_the_process_and_private_ones_are_
     assert_eq!(named("other").await.get("k").await.unwrap(), None);
     assert_eq!(Store::memory().get("k").await.unwrap(), None);
 }
+
+contract!(a_log_is_read_after_any_id_and_stays_bounded, |s: Store| async move {
+    assert_eq!(s.log_last_id("log").await.unwrap(), None);
+    assert!(s.log_after("log", None, 10).await.unwrap().is_empty());
+    let first = s.log_append("log", &[("n", "1")], 1000).await.unwrap();
+    let second = s.log_append("log", &[("n", "2"), ("data", "{}")], 1000).await.unwrap();
+    assert_eq!(s.log_last_id("log").await.unwrap().as_deref(), Some(second.as_str()));
+
+    let all = s.log_after("log", None, 10).await.unwrap();
+    assert_eq!(ids(&all), [first.as_str(), second.as_str()]);
+    assert_eq!(all[1].field("data"), Some("{}"));
+    // Reading takes nothing away: every reader sees every entry after its own position.
+    assert_eq!(ids(&s.log_after("log", Some(&first), 10).await.unwrap()), [second.as_str()]);
+    assert!(s.log_after("log", Some(&second), 10).await.unwrap().is_empty());
+    assert_eq!(ids(&s.log_after("log", None, 1).await.unwrap()), [first.as_str()]);
+    assert!(s.log_after("log", Some("0-0"), 10).await.unwrap().len() == 2);
+    assert!(s.log_after("log", Some("+"), 10).await.is_err(), "not an id");
+    assert!(s.log_after("log", Some("1-x"), 10).await.is_err(), "not an id");
+
+    // Capped: about the last `max_len` entries stay (Redis may keep one node more).
+    for n in 0..400 {
+        s.log_append("capped", &[("n", &n.to_string())], 10).await.unwrap();
+    }
+    let kept = s.log_after("capped", None, 1000).await.unwrap();
+    assert!((10..=110).contains(&kept.len()), "{} entries kept", kept.len());
+    assert_eq!(kept.last().unwrap().field("n"), Some("399"), "the newest stay");
+});

@@ -5,6 +5,7 @@
 
 pub(crate) mod chaos;
 pub(crate) mod services_chaos;
+pub(crate) mod sse;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

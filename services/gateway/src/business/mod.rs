@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod articles;
 pub mod dashboard;
+pub mod live;
 pub mod orders;
 pub mod queue;
 
@@ -21,6 +22,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/articles/{id}", get(articles::get_article))
         .route("/v1/analytics/events", post(analytics::record_event))
         .route("/v1/analytics/summary", get(analytics::summary))
+        .route("/v1/analytics/live", get(live::live))
         .route("/v1/dashboard", get(dashboard::dashboard))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
 }

@@ -13,6 +13,9 @@
 //! acknowledges it, and can be claimed by another consumer once it has been pending too long
 //! (its consumer died). A stream here serves one group, so acknowledging an entry also deletes it:
 //! the stream's length is the work not yet done.
+//!
+//! A stream can also be a capped log ([`Store::log_append`], [`Store::log_after`]): appended to,
+//! trimmed to about its last N entries, and read by anyone from any position, with no group.
 
 mod memory;
 mod redis;
@@ -288,6 +291,38 @@ impl Store {
     /// Entries in the stream `key`: appended and not yet acknowledged (0 if it does not exist).
     pub async fn stream_len(&self, key: &str) -> StoreResult<u64> {
         dispatch!(self, stream_len(key))
+    }
+
+    /// Appends an entry to the capped log `key` (a stream; created if absent) and trims it to
+    /// about its last `max_len` entries, and returns the entry's id. "About": Redis trims whole
+    /// nodes (`MAXLEN ~`), so up to one node (100 entries by default) more may stay; memory trims
+    /// exactly. Not for work queues: trimmed entries are gone, read or not.
+    pub async fn log_append(
+        &self,
+        key: &str,
+        fields: &[(&str, &str)],
+        max_len: usize,
+    ) -> StoreResult<String> {
+        dispatch!(self, log_append(key, fields, max_len))
+    }
+
+    /// Up to `count` entries of the log (or stream) `key` strictly after the id `after` (from the
+    /// first entry when `None`), oldest first; nothing if it does not exist. Reads no group state
+    /// and never blocks, so any number of readers poll it. An `after` that is not an entry id
+    /// (`<ms>-<seq>`) fails as corrupt input.
+    pub async fn log_after(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> StoreResult<Vec<StreamEntry>> {
+        dispatch!(self, log_after(key, after, count))
+    }
+
+    /// The id of the newest entry of the log (or stream) `key`: where a reader that wants only
+    /// what comes next starts. `None` when it is empty or absent.
+    pub async fn log_last_id(&self, key: &str) -> StoreResult<Option<String>> {
+        dispatch!(self, log_last_id(key))
     }
 
     /// [`Store::get`] decoded from JSON.

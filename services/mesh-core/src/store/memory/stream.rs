@@ -55,6 +55,22 @@ impl Stream {
         id
     }
 
+    /// Drops the oldest entries past `max_len`.
+    fn trim(&mut self, max_len: usize) {
+        while self.entries.len() > max_len {
+            self.entries.pop_first();
+        }
+    }
+
+    fn after(&self, after: Option<EntryId>, count: usize) -> Vec<StreamEntry> {
+        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        self.entries
+            .range((start, std::ops::Bound::Unbounded))
+            .take(count.max(1))
+            .map(|(id, fields)| StreamEntry { id: format_id(*id), fields: fields.clone() })
+            .collect()
+    }
+
     fn entry(&self, id: EntryId) -> Option<StreamEntry> {
         let fields = self.entries.get(&id)?.clone();
         Some(StreamEntry { id: format_id(id), fields })
@@ -188,6 +204,42 @@ impl MemoryStore {
         ids: &[String],
     ) -> StoreResult<usize> {
         Ok(self.lock().streams.get_mut(&self.key(key)).map_or(0, |stream| stream.ack(group, ids)))
+    }
+
+    pub(in crate::store) async fn log_append(
+        &self,
+        key: &str,
+        fields: &[(&str, &str)],
+        max_len: usize,
+    ) -> StoreResult<String> {
+        let mut maps = self.lock();
+        let stream = maps.streams.entry(self.key(key)).or_default();
+        let id = stream.add(fields);
+        stream.trim(max_len);
+        Ok(format_id(id))
+    }
+
+    pub(in crate::store) async fn log_after(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> StoreResult<Vec<StreamEntry>> {
+        let after = match after {
+            Some(id) => Some(
+                parse_id(id).ok_or_else(|| StoreError::Corrupt(format!("not a stream entry id: {id:?}")))?,
+            ),
+            None => None,
+        };
+        Ok(self.lock().streams.get(&self.key(key)).map_or_else(Vec::new, |s| s.after(after, count)))
+    }
+
+    pub(in crate::store) async fn log_last_id(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .lock()
+            .streams
+            .get(&self.key(key))
+            .and_then(|s| s.entries.last_key_value().map(|(id, _)| format_id(*id))))
     }
 
     pub(in crate::store) async fn stream_len(&self, key: &str) -> StoreResult<u64> {

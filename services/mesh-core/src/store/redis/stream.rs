@@ -24,6 +24,16 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
+/// An entry id as a client gave it: `<ms>-<seq>`, digits only, so it cannot smuggle a range
+/// bound of its own into XRANGE.
+fn valid_id(id: &str) -> StoreResult<&str> {
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    match id.split_once('-') {
+        Some((ms, seq)) if digits(ms) && digits(seq) => Ok(id),
+        _ => Err(StoreError::Corrupt(format!("not a stream entry id: {id:?}"))),
+    }
+}
+
 /// `[[id, [field, value, …]], …]`. An entry deleted while pending comes back with no fields
 /// (nil) from a history read; it has nothing to process and is left out.
 fn entries(value: &Value) -> StoreResult<Vec<StreamEntry>> {
@@ -169,6 +179,41 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let (acked,): (usize,) = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(acked)
+    }
+
+    pub(in crate::store) async fn log_append(
+        &self,
+        key: &str,
+        fields: &[(&str, &str)],
+        max_len: usize,
+    ) -> StoreResult<String> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.key(key)).arg("MAXLEN").arg("~").arg(max_len).arg("*");
+        for (field, value) in fields {
+            cmd.arg(*field).arg(*value);
+        }
+        self.query(&cmd).await
+    }
+
+    pub(in crate::store) async fn log_after(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> StoreResult<Vec<StreamEntry>> {
+        let start = match after {
+            Some(id) => format!("({}", valid_id(id)?),
+            None => "-".to_owned(),
+        };
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(self.key(key)).arg(start).arg("+").arg("COUNT").arg(count.max(1));
+        entries(&self.query::<Value>(&cmd).await?)
+    }
+
+    pub(in crate::store) async fn log_last_id(&self, key: &str) -> StoreResult<Option<String>> {
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(self.key(key)).arg("+").arg("-").arg("COUNT").arg(1);
+        Ok(entries(&self.query::<Value>(&cmd).await?)?.into_iter().next().map(|e| e.id))
     }
 
     pub(in crate::store) async fn stream_len(&self, key: &str) -> StoreResult<u64> {

@@ -1,0 +1,191 @@
+//! Live events: every recorded event is appended to its owner's capped log in the store, and
+//! each watcher polls that log from its own position.
+//!
+//! The log is a stream trimmed to about its last [`LiveConfig::log_len`] entries, so it stays
+//! bounded however many events an owner records, and any replica can serve a watcher of events
+//! recorded on any other. Watchers poll with a plain non-blocking range read (no blocking read:
+//! the store's Redis connection is shared by every call of this replica). An entry's id is the
+//! event's position: a watcher resumes after the last id it saw (SSE `Last-Event-ID`).
+//!
+//! A watch is a stream future with no task of its own: when the caller goes away tonic drops it,
+//! and dropping it is all the cleanup there is (counted in `analytics_watchers_cancelled_total`).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use futures_util::Stream;
+use mesh_core::ServiceError;
+use mesh_core::store::{Store, StoreResult, StreamEntry};
+use mesh_proto::analytics::Event;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::validate::OwnerId;
+
+/// Live events settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Entries kept per owner for watchers to resume from. Default: 1000.
+    pub log_len: usize,
+    /// How often an idle watcher looks for new events. Default: 20ms.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Entries read per poll. Default: 100.
+    pub batch: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self { log_len: 1000, poll_interval: Duration::from_millis(20), batch: 100 }
+    }
+}
+
+/// The store key of an owner's live log.
+pub fn log_key(owner: &OwnerId) -> String {
+    format!("analytics:live:{owner}")
+}
+
+/// Appends a recorded event to its owner's live log.
+pub async fn publish(
+    store: &Store,
+    cfg: &LiveConfig,
+    owner: &OwnerId,
+    kind: &str,
+    properties: &HashMap<String, String>,
+    event_id: &str,
+    recorded_at: i64,
+) -> StoreResult<String> {
+    let properties = serde_json::to_string(properties).unwrap_or_else(|_| "{}".into());
+    let recorded_at = recorded_at.to_string();
+    let fields = [
+        ("type", kind),
+        ("event_id", event_id),
+        ("recorded_at", recorded_at.as_str()),
+        ("properties", properties.as_str()),
+    ];
+    store.log_append(&log_key(owner), &fields, cfg.log_len).await
+}
+
+/// `<ms>-<seq>`, as the store hands out.
+pub fn valid_position(id: &str) -> Result<&str, ServiceError> {
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    match id.split_once('-') {
+        Some((ms, seq)) if digits(ms) && digits(seq) => Ok(id),
+        _ => Err(ServiceError::InvalidArgument("after_id: not an event id".into())),
+    }
+}
+
+fn event(entry: StreamEntry) -> Event {
+    let field = |name: &str| entry.field(name).unwrap_or_default().to_owned();
+    Event {
+        r#type: field("type"),
+        properties: serde_json::from_str(entry.field("properties").unwrap_or("{}")).unwrap_or_default(),
+        recorded_at: entry.field("recorded_at").and_then(|t| t.parse().ok()).unwrap_or_default(),
+        event_id: field("event_id"),
+        id: entry.id,
+    }
+}
+
+/// One watcher: where it is in the log and what it has read but not yet sent.
+pub struct Watch {
+    store: Store,
+    cfg: LiveConfig,
+    key: String,
+    after: Option<String>,
+    kind: Option<String>,
+    pending: VecDeque<StreamEntry>,
+    stop: watch::Receiver<bool>,
+    counted: Counted,
+}
+
+/// Counts a watcher in `analytics_watchers_active` while it lives, and its end as a cancellation
+/// unless it ended on its own (shutdown, store failure).
+struct Counted {
+    ended: bool,
+}
+
+// === impl Watch ===
+
+impl Watch {
+    /// A watcher of `owner`'s events after `after`, or from the newest one now when `None`.
+    /// Reads the log's position before answering, so nothing recorded after the call is answered
+    /// is missed.
+    pub async fn start(
+        store: Store,
+        cfg: LiveConfig,
+        owner: &OwnerId,
+        kind: Option<String>,
+        after: Option<String>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Self, ServiceError> {
+        let key = log_key(owner);
+        let after = match after {
+            Some(after) => Some(after),
+            None => store.log_last_id(&key).await?,
+        };
+        metrics::gauge!("analytics_watchers_active").increment(1.0);
+        metrics::counter!("analytics_watchers_total").increment(1);
+        tracing::debug!(owner_id = %owner, after = ?after, "live events watch started");
+        let counted = Counted { ended: false };
+        Ok(Self { store, cfg, key, after, kind, pending: VecDeque::new(), stop, counted })
+    }
+
+    /// The events, as a stream that ends only on shutdown or a store failure.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Event, Status>> + Send + 'static {
+        futures_util::stream::unfold(Some(self), |watch| async move {
+            let mut watch = watch?;
+            match watch.next().await {
+                Ok(Some(event)) => Some((Ok(event), Some(watch))),
+                Ok(None) => None,
+                Err(status) => Some((Err(status), None)),
+            }
+        })
+    }
+
+    async fn next(&mut self) -> Result<Option<Event>, Status> {
+        let mut idle = false;
+        loop {
+            while let Some(entry) = self.pending.pop_front() {
+                self.after = Some(entry.id.clone());
+                if self.kind.as_deref().is_none_or(|k| entry.field("type") == Some(k)) {
+                    return Ok(Some(event(entry)));
+                }
+            }
+            if idle {
+                tokio::select! {
+                    _ = self.stop.wait_for(|stop| *stop) => {
+                        tracing::debug!(key = %self.key, "live events watch stopping: draining");
+                        self.counted.ended = true;
+                        return Ok(None);
+                    }
+                    () = tokio::time::sleep(self.cfg.poll_interval) => {}
+                }
+            }
+            match self.store.log_after(&self.key, self.after.as_deref(), self.cfg.batch).await {
+                Ok(entries) => {
+                    idle = entries.len() < self.cfg.batch;
+                    self.pending.extend(entries);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "live events: cannot read the log; ending the watch");
+                    self.counted.ended = true;
+                    return Err(Status::unavailable("live events are unavailable"));
+                }
+            }
+        }
+    }
+}
+
+// === impl Counted ===
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        metrics::gauge!("analytics_watchers_active").decrement(1.0);
+        tracing::debug!(cancelled = !self.ended, "live events watch ended");
+        if !self.ended {
+            metrics::counter!("analytics_watchers_cancelled_total").increment(1);
+        }
+    }
+}
