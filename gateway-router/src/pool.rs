@@ -33,6 +33,8 @@ pub struct Instance {
     consecutive_5xx: AtomicU32,
     /// Exponentially weighted latency in microseconds.
     ewma_micros: AtomicU64,
+    /// The latest answer latencies (microseconds), for the p99 on the status page.
+    recent: Mutex<std::collections::VecDeque<u64>>,
     state: Mutex<Eligibility>,
 }
 
@@ -69,7 +71,12 @@ pub struct InstanceStatus {
     pub failures: u64,
     pub error_rate: f64,
     pub ewma_latency_ms: f64,
+    /// Over the latest answers (at most 512).
+    pub p99_latency_ms: f64,
 }
+
+/// How many latest answer latencies an instance keeps for its p99.
+const RECENT: usize = 512;
 
 // === impl Instance ===
 
@@ -83,6 +90,7 @@ impl Instance {
             failures: AtomicU64::new(0),
             consecutive_5xx: AtomicU32::new(0),
             ewma_micros: AtomicU64::new(0),
+            recent: Mutex::new(std::collections::VecDeque::with_capacity(RECENT)),
             // Optimistic until the first probe: a fresh router serves at once, and a wrong
             // guess costs one failed attempt that is retried elsewhere.
             state: Mutex::new(Eligibility {
@@ -122,6 +130,12 @@ impl Instance {
                 let old = self.ewma_micros.load(Ordering::Relaxed);
                 let new = if old == 0 { micros } else { (old * 7 + micros) / 8 };
                 self.ewma_micros.store(new, Ordering::Relaxed);
+                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                if recent.len() == RECENT {
+                    recent.pop_front();
+                }
+                recent.push_back(micros);
+                drop(recent);
                 if status >= 500 {
                     self.failures.fetch_add(1, Ordering::Relaxed);
                     if self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1 >= health.consecutive_5xx {
@@ -196,7 +210,18 @@ impl Instance {
             failures,
             error_rate: if requests == 0 { 0.0 } else { failures as f64 / requests as f64 },
             ewma_latency_ms: self.ewma_micros.load(Ordering::Relaxed) as f64 / 1000.0,
+            p99_latency_ms: self.p99_micros() as f64 / 1000.0,
         }
+    }
+
+    fn p99_micros(&self) -> u64 {
+        let mut latencies: Vec<u64> =
+            self.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
+        if latencies.is_empty() {
+            return 0;
+        }
+        latencies.sort_unstable();
+        latencies[((latencies.len() - 1) as f64 * 0.99).round() as usize]
     }
 }
 

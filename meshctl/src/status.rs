@@ -68,11 +68,15 @@ pub(crate) fn render(view: &Value) -> String {
         }
     }
     for gateway in view["gateways"].as_array().into_iter().flatten() {
+        let f = &gateway["fallbacks"];
         let _ = writeln!(
             out,
-            "gateway {} ({})",
+            "gateway {} ({})  fallbacks: cache {} degraded {} queued {}",
             gateway["instance"].as_str().unwrap_or("?"),
-            gateway["pool"].as_str().unwrap_or("?")
+            gateway["pool"].as_str().unwrap_or("?"),
+            f["cache"].as_u64().unwrap_or(0),
+            f["degraded"].as_u64().unwrap_or(0),
+            f["queued"].as_u64().unwrap_or(0),
         );
         if let Some(error) = gateway["error"].as_str() {
             let _ = writeln!(out, "  {error}");

@@ -69,6 +69,18 @@ async fn the_status_page_shows_a_stopped_gateway_as_down_within_seconds() {
     println!("stopped gateway shown as down {shown:?} after it stopped (including Chromium's start)");
     assert!(shown < Duration::from_secs(10), "{shown:?}");
 
+    // A fallback answer shows on its gateway's card: a profile read, then served from the
+    // cache once the user service is gone.
+    let (_, token, _) = t.user("status@example.com").await;
+    assert_eq!(t.call(reqwest::Method::GET, "/v1/users/me", Some(&token), None).await.status, 200);
+    t.mesh.get_mut(Kind::User, 1).stop().await.unwrap();
+    t.mesh.get_mut(Kind::User, 2).stop().await.unwrap();
+    let cached = t.call(reqwest::Method::GET, "/v1/users/me", Some(&token), None).await;
+    assert_eq!(cached.header("x-mesh-fallback"), "cache");
+    let page = dom(profile.clone(), url.clone()).await.unwrap();
+    assert!(page.contains("data-fallbacks=\"1\""), "the fallback is not on the page: {page}");
+    assert!(page.contains("<th>p99</th>"), "no p99 column");
+
     let screenshot = artefacts().join("status-page.png");
     let _ = std::fs::remove_file(&screenshot);
     let shot = format!("--screenshot={}", screenshot.display());

@@ -41,6 +41,8 @@ pub struct Instance {
     pub name: HeaderValue,
     /// The whole-request deadline, from which every service call's deadline is derived.
     pub request_timeout: std::time::Duration,
+    /// Fallback answers of this instance, for its service view.
+    pub fallbacks: Arc<crate::fallback::FallbackCounts>,
 }
 
 tokio::task_local! {
@@ -105,6 +107,7 @@ pub async fn request_context(State(instance): State<Instance>, mut req: Request,
     headers.insert(MESH_GATEWAY, instance.name.clone());
     // Every answer marked `x-mesh-fallback` is counted and logged here, once, with its route.
     span.in_scope(|| crate::fallback::observe(response.headers(), &route));
+    instance.fallbacks.count(response.headers());
 
     let elapsed = started.elapsed();
     let status_label = status.as_u16().to_string();

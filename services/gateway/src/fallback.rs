@@ -61,7 +61,7 @@ impl Fallback {
         }
     }
 
-    fn parse(value: &[u8]) -> Option<Self> {
+    pub fn parse(value: &[u8]) -> Option<Self> {
         match value {
             b"cache" => Some(Self::Cache),
             b"degraded" => Some(Self::Degraded),
@@ -106,6 +106,42 @@ pub fn observe(headers: &HeaderMap, route: &str) {
     metrics::counter!("gateway_fallbacks_total", "kind" => kind, "route" => route.to_owned()).increment(1);
     let age = headers.get(header::AGE).and_then(|v| v.to_str().ok()).unwrap_or("");
     tracing::info!(fallback = kind, route, age, "answered with a fallback");
+}
+
+/// How many answers of one gateway instance were fallbacks, by kind, and when the last was.
+#[derive(Debug, Default)]
+pub struct FallbackCounts {
+    cache: std::sync::atomic::AtomicU64,
+    degraded: std::sync::atomic::AtomicU64,
+    queued: std::sync::atomic::AtomicU64,
+    last_at: std::sync::atomic::AtomicI64,
+}
+
+impl FallbackCounts {
+    /// Counts the response if it carries a fallback mark.
+    pub fn count(&self, headers: &HeaderMap) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(kind) = headers.get(MESH_FALLBACK).and_then(|v| Fallback::parse(v.as_bytes())) else {
+            return;
+        };
+        match kind {
+            Fallback::Cache => self.cache.fetch_add(1, Relaxed),
+            Fallback::Degraded => self.degraded.fetch_add(1, Relaxed),
+            Fallback::Queued => self.queued.fetch_add(1, Relaxed),
+        };
+        self.last_at.store(mesh_core::ids::unix_now(), Relaxed);
+    }
+
+    /// `{cache, degraded, queued, last_at}` (last_at: unix seconds, 0 for never).
+    pub fn view(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        serde_json::json!({
+            "cache": self.cache.load(Relaxed),
+            "degraded": self.degraded.load(Relaxed),
+            "queued": self.queued.load(Relaxed),
+            "last_at": self.last_at.load(Relaxed),
+        })
+    }
 }
 
 /// A short, fixed-length digest for store keys built from client input (queries, ids).

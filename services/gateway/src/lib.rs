@@ -85,9 +85,11 @@ pub fn app(state: AppState, instance: &str, readiness: Readiness) -> Router {
         .fallback(|| async {
             ApiError::not_found("no route matches this path on this gateway").into_response()
         });
+    let fallbacks = Arc::new(fallback::FallbackCounts::default());
     let instance = Instance {
         name: HeaderValue::from_str(instance).unwrap_or(HeaderValue::from_static("gateway")),
         request_timeout: state.cfg.limits.request_timeout,
+        fallbacks: fallbacks.clone(),
     };
     let protected =
         edge::protect(routes.with_state(state.clone()), &state.cfg.limits, &state.cfg.cors, instance);
@@ -96,7 +98,12 @@ pub fn app(state: AppState, instance: &str, readiness: Readiness) -> Router {
     let view = {
         let (clients, name, domain) = (state.clients.clone(), instance_name.to_owned(), domain.as_str());
         axum::routing::get(move || async move {
-            axum::Json(serde_json::json!({"instance": name, "domain": domain, "services": clients.view()}))
+            axum::Json(serde_json::json!({
+                "instance": name,
+                "domain": domain,
+                "services": clients.view(),
+                "fallbacks": fallbacks.view(),
+            }))
         })
     };
     admin::router(readiness).merge(protected).route("/mesh/services", view)
