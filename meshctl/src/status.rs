@@ -36,11 +36,11 @@ pub(crate) fn render(view: &Value) -> String {
             out,
             "pool {}  {}/{} healthy  in flight {}  retries {} (refused {})",
             pool["name"].as_str().unwrap_or("?"),
-            pool["healthy_instances"],
+            pool["healthy_instances"].as_u64().unwrap_or(0),
             pool["instances"].as_array().map_or(0, Vec::len),
-            pool["in_flight"],
-            pool["retry_budget"]["retries"],
-            pool["retry_budget"]["refused"],
+            pool["in_flight"].as_u64().unwrap_or(0),
+            pool["retry_budget"]["retries"].as_u64().unwrap_or(0),
+            pool["retry_budget"]["refused"].as_u64().unwrap_or(0),
         );
         let _ = writeln!(
             out,
@@ -60,8 +60,8 @@ pub(crate) fn render(view: &Value) -> String {
                 "  {:<22} {:<10} {:>9} {:>9} {:>6.1}% {:>8.1}ms",
                 i["addr"].as_str().unwrap_or("?"),
                 health,
-                i["in_flight"],
-                i["requests"],
+                i["in_flight"].as_u64().unwrap_or(0),
+                i["requests"].as_u64().unwrap_or(0),
                 i["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
                 i["ewma_latency_ms"].as_f64().unwrap_or(0.0),
             );
@@ -88,7 +88,7 @@ pub(crate) fn render(view: &Value) -> String {
                 out,
                 "  {:<12} {:>16} {:<10}",
                 s["name"].as_str().unwrap_or("?"),
-                s["healthy_replicas"],
+                s["healthy_replicas"].as_u64().unwrap_or(0),
                 s["breaker"].as_str().unwrap_or("?")
             );
         }
