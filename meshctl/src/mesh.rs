@@ -145,7 +145,10 @@ impl Component {
         Ok(())
     }
 
-    /// Ends the component at once, dropping its connections (a crash, as far as peers see).
+    /// Aborts the component's serving task at once, without a drain: it stops accepting, but
+    /// connections already open are served by their own tasks and may go on. To simulate a
+    /// crash that drops connections, run the component as a real process
+    /// (`mesh_tests::process::ServiceProcess`) and SIGKILL it.
     pub fn kill(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();

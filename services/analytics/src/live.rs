@@ -3,19 +3,20 @@
 //!
 //! The log is a stream trimmed to about its last [`LiveConfig::log_len`] entries, so it stays
 //! bounded however many events an owner records, and any replica can serve a watcher of events
-//! recorded on any other. Watchers poll with a plain non-blocking range read (no blocking read:
-//! the store's Redis connection is shared by every call of this replica). An entry's id is the
+//! recorded on any other. Watchers follow it with [`mesh_core::store::follow`]: plain
+//! non-blocking range reads (no blocking read: the store's Redis connection is shared by every
+//! call of this replica). An entry's id is the
 //! event's position: a watcher resumes after the last id it saw (SSE `Last-Event-ID`).
 //!
 //! A watch is a stream future with no task of its own: when the caller goes away tonic drops it,
 //! and dropping it is all the cleanup there is (counted in `analytics_watchers_cancelled_total`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use mesh_core::ServiceError;
-use mesh_core::store::{Store, StoreResult, StreamEntry};
+use mesh_core::store::{FollowOptions, Store, StoreResult, StreamEntry, follow};
 use mesh_proto::analytics::Event;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -70,10 +71,10 @@ pub async fn publish(
 
 /// `<ms>-<seq>`, as the store hands out.
 pub fn valid_position(id: &str) -> Result<&str, ServiceError> {
-    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
-    match id.split_once('-') {
-        Some((ms, seq)) if digits(ms) && digits(seq) => Ok(id),
-        _ => Err(ServiceError::InvalidArgument("after_id: not an event id".into())),
+    if mesh_core::store::is_entry_id(id) {
+        Ok(id)
+    } else {
+        Err(ServiceError::InvalidArgument("after_id: not an event id".into()))
     }
 }
 
@@ -88,14 +89,13 @@ fn event(entry: StreamEntry) -> Event {
     }
 }
 
-/// One watcher: where it is in the log and what it has read but not yet sent.
+/// One watcher: where it starts in the log, and what it is after.
 pub struct Watch {
     store: Store,
     cfg: LiveConfig,
     key: String,
     after: Option<String>,
     kind: Option<String>,
-    pending: VecDeque<StreamEntry>,
     stop: watch::Receiver<bool>,
     counted: Counted,
 }
@@ -129,52 +129,43 @@ impl Watch {
         metrics::counter!("analytics_watchers_total").increment(1);
         tracing::debug!(owner_id = %owner, after = ?after, "live events watch started");
         let counted = Counted { ended: false };
-        Ok(Self { store, cfg, key, after, kind, pending: VecDeque::new(), stop, counted })
+        Ok(Self { store, cfg, key, after, kind, stop, counted })
     }
 
-    /// The events, as a stream that ends only on shutdown or a store failure.
+    /// The events, as a stream that ends only on shutdown or a store failure: the owner's log
+    /// followed from the watcher's position ([`mesh_core::store::follow`]), filtered by type.
     pub fn into_stream(self) -> impl Stream<Item = Result<Event, Status>> + Send + 'static {
-        futures_util::stream::unfold(Some(self), |watch| async move {
-            let mut watch = watch?;
-            match watch.next().await {
-                Ok(Some(event)) => Some((Ok(event), Some(watch))),
-                Ok(None) => None,
-                Err(status) => Some((Err(status), None)),
+        let Self { store, cfg, key, after, kind, mut stop, counted } = self;
+        let opts = FollowOptions { poll_interval: cfg.poll_interval, batch: cfg.batch };
+        let stopping = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let entries = Box::pin(follow(store, key, after, opts, stopping));
+        futures_util::stream::unfold(Some((entries, counted)), move |state| {
+            let kind = kind.clone();
+            async move {
+                let (mut entries, mut counted) = state?;
+                loop {
+                    match entries.next().await {
+                        Some(Ok(entry)) => {
+                            if kind.as_deref().is_none_or(|k| entry.field("type") == Some(k)) {
+                                return Some((Ok(event(entry)), Some((entries, counted))));
+                            }
+                        }
+                        None => {
+                            tracing::debug!("live events watch stopping: draining");
+                            counted.ended = true;
+                            return None;
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "live events: cannot read the log; ending the watch");
+                            counted.ended = true;
+                            return Some((Err(Status::unavailable("live events are unavailable")), None));
+                        }
+                    }
+                }
             }
         })
-    }
-
-    async fn next(&mut self) -> Result<Option<Event>, Status> {
-        let mut idle = false;
-        loop {
-            while let Some(entry) = self.pending.pop_front() {
-                self.after = Some(entry.id.clone());
-                if self.kind.as_deref().is_none_or(|k| entry.field("type") == Some(k)) {
-                    return Ok(Some(event(entry)));
-                }
-            }
-            if idle {
-                tokio::select! {
-                    _ = self.stop.wait_for(|stop| *stop) => {
-                        tracing::debug!(key = %self.key, "live events watch stopping: draining");
-                        self.counted.ended = true;
-                        return Ok(None);
-                    }
-                    () = tokio::time::sleep(self.cfg.poll_interval) => {}
-                }
-            }
-            match self.store.log_after(&self.key, self.after.as_deref(), self.cfg.batch).await {
-                Ok(entries) => {
-                    idle = entries.len() < self.cfg.batch;
-                    self.pending.extend(entries);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "live events: cannot read the log; ending the watch");
-                    self.counted.ended = true;
-                    return Err(Status::unavailable("live events are unavailable"));
-                }
-            }
-        }
     }
 }
 

@@ -34,6 +34,7 @@ struct IdentityApi;
         business::orders::create_order,
         business::orders::list_orders,
         business::orders::get_order,
+        business::order_events::order_events,
         business::articles::list_articles,
         business::articles::get_article,
         business::articles::create_article,

@@ -18,9 +18,11 @@
 //! - `articles`: the articles client: reservation with retry of ABORTED, status mapping.
 //! - `request`: checks on a create request and its fingerprint.
 //! - `model`: store keys and the records kept under them.
+//! - [`events`]: each order's log of status events, and `WatchOrder` over it.
 //! - [`queue`]: the consumer of the order queue, its entry format and why it is exactly once.
 
 pub mod config;
+pub mod events;
 pub mod queue;
 pub mod service;
 
@@ -53,11 +55,11 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> an
     let channel = mesh_core::client::balanced_channel(&cfg.articles)?;
     let articles = Articles::new(ArticlesServiceClient::new(channel), cfg.articles.request_timeout);
     tracing::info!(addr = %listener.local_addr()?, backend = store.backend(), "orders service serving");
-    let api = Arc::new(OrdersApi::new(cfg.clone(), store, articles));
-
-    // One drain for the server and the queue consumer: both stop on the same signal. Both run
-    // in this future (not spawned), so aborting it ends the consumer too, as a crash would.
+    // One drain for the server, the queue consumer and order watches: all stop on the same
+    // signal. Server and consumer run in this future (not spawned), so aborting it ends the
+    // consumer too, as a crash would.
     let drain = Drain::new();
+    let api = Arc::new(OrdersApi::new(cfg.clone(), store, articles, drain.clone()));
     let consumer = async {
         if cfg.queue.enabled {
             queue::Consumer::new(api.clone(), cfg.queue.clone()).run(drain.clone()).await;

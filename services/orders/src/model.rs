@@ -10,6 +10,7 @@
 //! | `orders:by-owner:{owner}`        | the owner's order ids (ULIDs: time order)    |
 //! | `orders:queued:{id}`             | [`QueueOutcome`] (JSON), expires after the key TTL |
 //! | `orders:queue` (stream)          | orders the gateways queued, see [`crate::queue`] |
+//! | `orders:events:{id}` (capped log) | the order's status events, see [`crate::events`] |
 
 use mesh_proto::orders::{Order, OrderItem};
 use serde::{Deserialize, Serialize};

@@ -290,7 +290,7 @@ impl Consumer {
         }
         let rejected = QueueOutcome::Rejected {
             owner_id: queued.owner_id.clone(),
-            reason,
+            reason: reason.clone(),
             items: queued
                 .items
                 .iter()
@@ -304,7 +304,12 @@ impl Consumer {
         };
         let key = model::outcome_key(&queued.order_id);
         match self.api.store.set_json(&key, &rejected, Some(self.api.cfg.idempotency_ttl)).await {
-            Ok(()) => Outcome::Rejected,
+            Ok(()) => {
+                let status = model::STATUS_REJECTED;
+                crate::events::publish(&self.api.store, &queued.owner_id, &queued.order_id, status, &reason)
+                    .await;
+                Outcome::Rejected
+            }
             Err(_) => Outcome::Retry,
         }
     }

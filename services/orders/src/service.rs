@@ -1,9 +1,13 @@
-//! `mesh.orders.v1.OrdersService`: the gRPC surface. Each method delegates to `create.rs` or
-//! `read.rs`; errors become a status in one place, `From<ServiceError> for Status`.
+//! `mesh.orders.v1.OrdersService`: the gRPC surface. Each method delegates to `create.rs`,
+//! `read.rs` or `events.rs`; errors become a status in one place, `From<ServiceError> for Status`.
 
+use mesh_core::shutdown::Drain;
 use mesh_core::store::Store;
 use mesh_proto::orders::orders_service_server::OrdersService;
-use mesh_proto::orders::{CreateOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order};
+use mesh_proto::orders::{
+    CreateOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, OrderEvent,
+    WatchOrderRequest,
+};
 use tonic::{Request, Response, Status};
 
 use crate::articles::Articles;
@@ -14,18 +18,32 @@ pub struct OrdersApi {
     pub(crate) cfg: Config,
     pub(crate) store: Store,
     pub(crate) articles: Articles,
+    /// Triggered when the replica drains: order watches end then, or the drain would wait for them.
+    pub(crate) stop: Drain,
 }
 
 // === impl OrdersApi ===
 
 impl OrdersApi {
-    pub(crate) fn new(cfg: Config, store: Store, articles: Articles) -> Self {
-        Self { cfg, store, articles }
+    pub(crate) fn new(cfg: Config, store: Store, articles: Articles, stop: Drain) -> Self {
+        Self { cfg, store, articles, stop }
     }
 }
 
+type OrderEventStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<OrderEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl OrdersService for OrdersApi {
+    type WatchOrderStream = OrderEventStream;
+
+    async fn watch_order(
+        &self,
+        request: Request<WatchOrderRequest>,
+    ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        Ok(Response::new(Box::pin(self.watch(request.into_inner()).await?)))
+    }
+
     async fn create_order(&self, request: Request<CreateOrderRequest>) -> Result<Response<Order>, Status> {
         Ok(Response::new(self.create(request.into_inner()).await?))
     }

@@ -1,4 +1,5 @@
-//! `GET /v1/analytics/live`: the caller's own analytics events as server-sent events.
+//! `GET /v1/analytics/live`: the caller's own analytics events as server-sent events; and the
+//! SSE machinery every event stream route shares ([`sse`]).
 //!
 //! The gRPC `WatchEvents` stream is pumped by a task of its own into a bounded channel, and the
 //! SSE body reads that channel. A client that stops reading fills the channel; the pump then waits
@@ -32,7 +33,7 @@ use crate::context::RequestId;
 use crate::error::ApiError;
 use crate::json::ValidQuery;
 use crate::state::AppState;
-use crate::streams::StreamSlot;
+use crate::streams::{StreamConfig, StreamSlot};
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -57,14 +58,13 @@ struct EventData {
 /// sent or dropped.
 struct Buffered(Option<Event>);
 
-/// `<ms>-<seq>`: a position the analytics service hands out; anything else is refused here.
-fn last_event_id(headers: &HeaderMap) -> Result<String, ApiError> {
+/// `<ms>-<seq>`: a position the service hands out (a store log id); anything else is refused here.
+pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(value) = headers.get("last-event-id") else { return Ok(String::new()) };
     let id = value.to_str().unwrap_or_default().trim();
-    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
-    match id.split_once('-') {
-        Some((ms, seq)) if digits(ms) && digits(seq) => Ok(id.to_owned()),
-        _ if id.is_empty() => Ok(String::new()),
+    match id {
+        "" => Ok(String::new()),
+        id if mesh_core::store::is_entry_id(id) => Ok(id.to_owned()),
         _ => Err(ApiError::bad_request("Last-Event-ID is not an event id this stream sent")),
     }
 }
@@ -111,11 +111,21 @@ pub async fn live(
         .await
         .map_err(|s| ApiError::from_status("analytics", &s))?
         .into_inner();
-    let cfg = &state.cfg.streams;
+    Ok(sse(&state.cfg.streams, upstream, slot, sse_event))
+}
+
+/// The SSE answer of an upstream gRPC stream: a pump task moves its messages, as `to_event` makes
+/// them, into a buffer of `cfg.buffer` events that the body reads. Shared by every SSE route.
+pub(crate) fn sse<T: Send + 'static>(
+    cfg: &StreamConfig,
+    upstream: tonic::Streaming<T>,
+    slot: StreamSlot,
+    to_event: fn(T) -> Event,
+) -> Response {
     let (tx, rx) = mpsc::channel(cfg.buffer.max(1));
-    tokio::spawn(pump(upstream, tx, slot, cfg.stall_timeout));
+    tokio::spawn(pump(upstream, tx, slot, cfg.stall_timeout, to_event));
     let keep_alive = KeepAlive::new().interval(cfg.keep_alive);
-    Ok(Sse::new(body(rx)).keep_alive(keep_alive).into_response())
+    Sse::new(body(rx)).keep_alive(keep_alive).into_response()
 }
 
 fn body(rx: mpsc::Receiver<Buffered>) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
@@ -128,11 +138,12 @@ fn body(rx: mpsc::Receiver<Buffered>) -> impl Stream<Item = Result<Event, Infall
 
 /// Moves events from upstream to the client's buffer until either side is done, or the client
 /// has let the buffer stay full for `stall`.
-async fn pump(
-    mut upstream: tonic::Streaming<pb::Event>,
+async fn pump<T>(
+    mut upstream: tonic::Streaming<T>,
     tx: mpsc::Sender<Buffered>,
     slot: StreamSlot,
     stall: Duration,
+    to_event: fn(T) -> Event,
 ) {
     let ended = loop {
         let message = tokio::select! {
@@ -144,18 +155,18 @@ async fn pump(
             Ok(Some(event)) => event,
             Ok(None) => break "upstream_ended",
             Err(status) => {
-                tracing::warn!(status = %status, "live events: upstream stream failed");
+                tracing::warn!(status = %status, "event stream: upstream stream failed");
                 break "upstream_failed";
             }
         };
         match tokio::time::timeout(stall, tx.reserve()).await {
-            Ok(Ok(permit)) => permit.send(Buffered::new(sse_event(event))),
+            Ok(Ok(permit)) => permit.send(Buffered::new(to_event(event))),
             Ok(Err(_)) => break "client_gone",
             Err(_) => break "client_too_slow",
         }
     };
     metrics::counter!("gateway_streams_ended_total", "reason" => ended).increment(1);
-    tracing::debug!(reason = ended, "live events stream ended");
+    tracing::debug!(reason = ended, "event stream ended");
     // Upstream first: cancelling the watch is what frees the service; the slot goes with it.
     drop(upstream);
     drop(slot);

@@ -4,6 +4,7 @@ pub mod analytics;
 pub mod articles;
 pub mod dashboard;
 pub mod live;
+pub mod order_events;
 pub mod orders;
 pub mod queue;
 
@@ -18,6 +19,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/orders", post(orders::create_order).get(orders::list_orders))
         .route("/v1/orders/{id}", get(orders::get_order))
+        .route("/v1/orders/{id}/events", get(order_events::order_events))
         .route("/v1/articles", get(articles::list_articles).post(articles::create_article))
         .route("/v1/articles/{id}", get(articles::get_article))
         .route("/v1/analytics/events", post(analytics::record_event))

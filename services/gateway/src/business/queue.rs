@@ -22,7 +22,9 @@
 //!
 //! Entry format (owned by the orders service, `orders_service::queue`; a test below checks this
 //! side against it): field `order` = `{owner_id, idempotency_key, order_id, items: [{article_id,
-//! quantity}]}` as JSON, field `request_id` = the request that queued it.
+//! quantity}]}` as JSON, field `request_id` = the request that queued it. A queued order also
+//! gets a "queued" event in its status log (owned by `orders_service::events`, checked the same
+//! way): `orders:events:{order_id}`, fields `owner_id`, `status`, `reason`, `at`.
 
 use std::time::Duration;
 
@@ -196,6 +198,8 @@ async fn enqueue_once(
         items.iter().map(|l| QueuedLine { article_id: l.article_id.clone(), quantity: l.quantity }).collect();
     let entry = Entry { owner_id: owner, idempotency_key: key, order_id: &binding.order_id, items: &lines };
     let entry = serde_json::to_string(&entry).map_err(|e| QueueError::Unavailable(e.to_string()))?;
+    // Before the entry: a consumer's "created" or "rejected" must come after it in the order's log.
+    log_queued(store, owner, &binding.order_id).await;
     let entry_id = store.stream_add(STREAM, &[(FIELD_ORDER, &entry), (FIELD_REQUEST_ID, request_id)]).await?;
     let order = QueuedOrder {
         id: binding.order_id,
@@ -211,6 +215,21 @@ async fn enqueue_once(
     metrics::counter!("orders_queue_enqueued_total").increment(1);
     tracing::info!(request_id, order = %order.id, owner, entry = %entry_id, "order queued: orders is down");
     Ok(Queued { order, appended: true })
+}
+
+/// The status log of an order and about how many entries it keeps (`orders_service::events`).
+fn events_key(order_id: &str) -> String {
+    format!("orders:events:{order_id}")
+}
+const EVENTS_LEN: usize = 100;
+
+/// Appends "queued" to the order's status log, best effort: the order is queued either way.
+async fn log_queued(store: &Store, owner: &str, order_id: &str) {
+    let at = ids::unix_now().to_string();
+    let fields = [("owner_id", owner), ("status", STATUS_QUEUED), ("reason", ""), ("at", at.as_str())];
+    if let Err(e) = store.log_append(&events_key(order_id), &fields, EVENTS_LEN).await {
+        tracing::warn!(order = %order_id, error = %e, "queued an order but could not log its event");
+    }
 }
 
 /// Binds the key to a new order id, or finds what it is bound to.
@@ -310,6 +329,13 @@ mod tests {
                 items: vec![consumer::QueuedItem { article_id: article, quantity: 7 }],
             }
         );
+        let id = decoded.order_id;
+        let logged = store.log_after(&orders_service::events::log_key(&id), None, 10).await.unwrap();
+        assert_eq!(logged.len(), 1);
+        assert_eq!(logged[0].field("owner_id"), Some(decoded.owner_id.as_str()));
+        let event = orders_service::events::event(&id, logged[0].clone());
+        assert_eq!((event.order_id.as_str(), event.status.as_str()), (id.as_str(), "queued"));
+        assert!(event.at > 0);
     }
 
     #[tokio::test]

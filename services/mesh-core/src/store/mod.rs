@@ -15,8 +15,10 @@
 //! the stream's length is the work not yet done.
 //!
 //! A stream can also be a capped log ([`Store::log_append`], [`Store::log_after`]): appended to,
-//! trimmed to about its last N entries, and read by anyone from any position, with no group.
+//! trimmed to about its last N entries, and read by anyone from any position, with no group;
+//! [`follow`] reads one from a position on as it grows.
 
+mod follow;
 mod memory;
 mod redis;
 mod stream;
@@ -25,6 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub use self::follow::{FollowOptions, follow, is_entry_id};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 pub use self::stream::StreamEntry;
