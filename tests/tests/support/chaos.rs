@@ -76,6 +76,14 @@ impl Chaos {
 
     /// Starts everything; `tweak` adjusts the router's config.
     pub(crate) async fn start_with(tweak: impl FnOnce(&mut gateway_router::Config)) -> Self {
+        Self::start_with_gateway_env(&[], tweak).await
+    }
+
+    /// Like [`Chaos::start_with`], with `extra` added to every gateway process's environment.
+    pub(crate) async fn start_with_gateway_env(
+        extra: &[(&str, &str)],
+        tweak: impl FnOnce(&mut gateway_router::Config),
+    ) -> Self {
         let redis = RedisServer::start().await.unwrap();
         let store = StoreConfig {
             redis_url: Some(redis.url()),
@@ -122,6 +130,8 @@ impl Chaos {
             ("MESH_SERVICES__ARTICLES__ENDPOINTS".into(), endpoints(Kind::Articles)),
             ("MESH_SERVICES__ANALYTICS__ENDPOINTS".into(), endpoints(Kind::Analytics)),
         ];
+        let mut env = env;
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let mut identity = Vec::new();
         let mut business = Vec::new();
         for i in 1..=2 {

@@ -1,0 +1,122 @@
+//! Live streams against gateways that are real processes: a SIGKILLed gateway ends its streams
+//! and the client resumes with `Last-Event-ID`; a client that reads nothing does not grow the
+//! gateway's memory.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use mesh_proto::analytics::analytics_service_client::AnalyticsServiceClient;
+use meshctl::Kind;
+use reqwest::Method;
+use support::chaos::Chaos;
+use support::sse::{SseStream, event};
+
+const LIVE: &str = "/v1/analytics/live";
+
+/// Resident memory of a process in KiB, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+async fn user_id(chaos: &Chaos, token: &str) -> String {
+    let (status, me) = chaos.call(Method::GET, "/v1/users/me", Some(token), None, &[]).await;
+    assert_eq!(status, 200, "{me}");
+    me["user_id"].as_str().unwrap().to_owned()
+}
+
+async fn analytics(chaos: &Chaos) -> AnalyticsServiceClient<tonic::transport::Channel> {
+    let addr = chaos.services.get(Kind::Analytics, 1).addr;
+    AnalyticsServiceClient::new(mesh_tests::grpc_channel(addr).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilling_the_gateway_mid_stream_ends_the_stream_and_the_client_resumes_from_last_event_id() {
+    let mut chaos = Chaos::start().await;
+    let token = chaos.token("sse-kill@example.com").await;
+    let owner = user_id(&chaos, &token).await;
+    let mut record = analytics(&chaos).await;
+
+    let mut stream = SseStream::open(&chaos.base, LIVE, &token, &[]).await;
+    let serving = stream.response.headers()["x-mesh-gateway"].to_str().unwrap().to_owned();
+    let victim = chaos.business.iter().position(|g| g.name == serving).expect("served by a business gateway");
+    let mut last_id = String::new();
+    for n in 1..=3 {
+        record.record_event(event(&owner, "tick", &[("n", &n.to_string())])).await.unwrap();
+        let got = stream.next(Duration::from_secs(5)).await.expect("a live event");
+        assert!(got.data.contains(&format!("\"n\":\"{n}\"")), "{}", got.data);
+        last_id = got.id;
+    }
+
+    chaos.business[victim].kill().await;
+    let killed = Instant::now();
+    assert!(stream.ends_within(Duration::from_secs(5)).await, "the stream outlived its SIGKILLed gateway");
+    let ended = killed.elapsed();
+    for n in 4..=7 {
+        record.record_event(event(&owner, "tick", &[("n", &n.to_string())])).await.unwrap();
+    }
+    let reconnect = Instant::now();
+    let mut resumed = SseStream::open(&chaos.base, LIVE, &token, &[("last-event-id", &last_id)]).await;
+    let took = reconnect.elapsed();
+    assert_ne!(resumed.response.headers()["x-mesh-gateway"], serving.as_str());
+    for n in 4..=7 {
+        let got = resumed.next(Duration::from_secs(5)).await.expect("a missed event");
+        assert!(got.data.contains(&format!("\"n\":\"{n}\"")), "expected n={n}: {}", got.data);
+    }
+    assert!(resumed.next(Duration::from_millis(500)).await.is_none(), "an event came twice or from nowhere");
+    println!(
+        "SIGKILLed gateway: stream ended {ended:?} after the kill; resumed through the router in {took:?}; 3 events before, 4 resumed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sse_client_does_not_grow_gateway_memory() {
+    // A small buffer and a short stall limit; as many 16 KiB events as 6 s allow against a
+    // client that reads nothing.
+    let chaos = Chaos::start_with_gateway_env(
+        &[("MESH_STREAMS__BUFFER", "16"), ("MESH_STREAMS__STALL_TIMEOUT", "2s")],
+        |_| {},
+    )
+    .await;
+    let token = chaos.token("sse-slow@example.com").await;
+    let owner = user_id(&chaos, &token).await;
+    let mut record = analytics(&chaos).await;
+    let stream = SseStream::open(&chaos.base, LIVE, &token, &[]).await;
+    let serving = stream.response.headers()["x-mesh-gateway"].to_str().unwrap().to_owned();
+    let gateway = chaos.business.iter().find(|g| g.name == serving).unwrap();
+    let pid = gateway.process.as_ref().unwrap().pid();
+
+    let before = rss_kib(pid);
+    let big = "x".repeat(500);
+    let properties: Vec<(String, String)> = (0..32).map(|i| (format!("p{i}"), big.clone())).collect();
+    let properties: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut sent_bytes = 0usize;
+    let mut peak = before;
+    let started = Instant::now();
+    let mut events = 0;
+    while started.elapsed() < Duration::from_secs(6) && events < 3_000 {
+        record.record_event(event(&owner, "bulk", &properties)).await.unwrap();
+        sent_bytes += 32 * 500;
+        events += 1;
+        if events % 50 == 0 {
+            peak = peak.max(rss_kib(pid));
+        }
+    }
+    peak = peak.max(rss_kib(pid));
+    let growth_kib = peak.saturating_sub(before);
+    println!(
+        "slow client: {events} events ({} KiB) recorded while it read nothing; gateway RSS {before} KiB -> peak {peak} KiB (+{growth_kib} KiB)",
+        sent_bytes / 1024
+    );
+    let sent_kib = (sent_bytes / 1024) as u64;
+    assert!(sent_kib > 10 * 1024, "too little traffic to mean anything");
+    // The buffer holds 16 events (256 KiB); allow socket buffers and allocator slack on top,
+    // but far less than what went by.
+    assert!(
+        growth_kib < (8 * 1024).min(sent_kib / 2),
+        "the gateway grew by {growth_kib} KiB while {sent_kib} KiB went to a client that reads nothing"
+    );
+    drop(stream);
+}
