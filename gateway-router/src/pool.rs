@@ -51,8 +51,11 @@ struct Eligibility {
 /// How one attempt on an instance ended, for passive health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Answered (any status below 500, or a 5xx that is the gateway's own answer).
+    /// Answered, with the gateway's own status (5xx counts towards ejection).
     Answered { status: u16, latency: Duration },
+    /// Answered with a failure of a service behind the gateway (`x-mesh-fault: service`): the
+    /// gateway is alive and well, so it neither counts towards nor breaks a run of 5xx.
+    Relayed { latency: Duration },
     /// Could not connect, was reset, or did not answer in time.
     Failed,
 }
@@ -125,17 +128,9 @@ impl Instance {
     pub fn record(&self, outcome: Outcome, pool: &str, health: &HealthConfig) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         match outcome {
+            Outcome::Relayed { latency } => self.observe_latency(latency),
             Outcome::Answered { status, latency } => {
-                let micros = latency.as_micros().min(u128::from(u64::MAX)) as u64;
-                let old = self.ewma_micros.load(Ordering::Relaxed);
-                let new = if old == 0 { micros } else { (old * 7 + micros) / 8 };
-                self.ewma_micros.store(new, Ordering::Relaxed);
-                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-                if recent.len() == RECENT {
-                    recent.pop_front();
-                }
-                recent.push_back(micros);
-                drop(recent);
+                self.observe_latency(latency);
                 if status >= 500 {
                     self.failures.fetch_add(1, Ordering::Relaxed);
                     if self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1 >= health.consecutive_5xx {
@@ -151,6 +146,18 @@ impl Instance {
                 self.eject(pool, health, "connection failed or timed out");
             }
         }
+    }
+
+    fn observe_latency(&self, latency: Duration) {
+        let micros = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        let old = self.ewma_micros.load(Ordering::Relaxed);
+        let new = if old == 0 { micros } else { (old * 7 + micros) / 8 };
+        self.ewma_micros.store(new, Ordering::Relaxed);
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(micros);
     }
 
     fn eject(&self, pool: &str, health: &HealthConfig, reason: &'static str) {
@@ -418,6 +425,18 @@ mod tests {
             instance.record(answered(503), "p", &cfg.health);
         }
         assert!(!instance.is_eligible());
+    }
+
+    #[tokio::test]
+    async fn relayed_service_failures_never_eject_the_gateway() {
+        let cfg = Config::default();
+        let pool = pool(1);
+        let instance = pool.instances()[0].clone();
+        for _ in 0..cfg.health.consecutive_5xx * 3 {
+            instance.record(Outcome::Relayed { latency: Duration::from_millis(1) }, "p", &cfg.health);
+        }
+        assert!(instance.is_eligible());
+        assert_eq!(instance.status().failures, 0, "a service's failure is not the gateway's");
     }
 
     #[tokio::test]

@@ -248,15 +248,13 @@ async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incom
         match outcome {
             Attempt::Answered(response) => {
                 let status = response.status();
-                // A gateway's 5xx about a service behind it (`x-mesh-fault: service`) says the
-                // gateway is alive and well: it does not count towards ejecting the gateway.
-                let gateway_fault = !response.headers().contains_key("x-mesh-fault");
-                let counted = if status.is_server_error() && !gateway_fault { 200 } else { status.as_u16() };
-                instance.record(
-                    Outcome::Answered { status: counted, latency: attempt_started.elapsed() },
-                    &pool.name,
-                    &pool.health,
-                );
+                let latency = attempt_started.elapsed();
+                let outcome = if response.headers().contains_key("x-mesh-fault") {
+                    Outcome::Relayed { latency }
+                } else {
+                    Outcome::Answered { status: status.as_u16(), latency }
+                };
+                instance.record(outcome, &pool.name, &pool.health);
                 let overloaded = matches!(status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE);
                 if overloaded && retryable(payload.replayable()) {
                     tracing::info!(request_id = %id, pool = %pool.name, instance = %instance.addr, %status, attempt, "retrying elsewhere");

@@ -22,9 +22,7 @@ pub struct OwnerId(String);
 
 /// Checks an owner id.
 pub fn owner_id(raw: &str) -> Result<OwnerId, ServiceError> {
-    if !mesh_core::ids::is_id(raw) {
-        return Err(ServiceError::invalid("owner_id: must be an id (26 characters of Crockford base32)"));
-    }
+    mesh_core::ids::check("owner_id", raw)?;
     Ok(OwnerId(raw.to_owned()))
 }
 

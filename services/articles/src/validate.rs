@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use mesh_core::{ServiceError, ids};
+use mesh_core::ServiceError;
 use mesh_proto::articles::{Actor, CreateArticleRequest, StockLine};
 
 /// The role that may create articles.
@@ -68,16 +68,8 @@ pub(crate) fn new_article(req: &CreateArticleRequest) -> Result<NewArticle, Serv
     })
 }
 
-/// An id in `field`; anything else never reaches a store key.
-pub(crate) fn id(field: &str, value: &str) -> Result<(), ServiceError> {
-    if ids::is_id(value) {
-        Ok(())
-    } else if value.is_empty() {
-        Err(ServiceError::invalid(format!("{field}: must not be empty")))
-    } else {
-        Err(ServiceError::invalid(format!("{field}: not a valid id")))
-    }
-}
+/// An id in `field`: the one check every service uses.
+pub(crate) use mesh_core::ids::check as id;
 
 /// 1 to 50 lines of 1 to 1000 units each, each article at most once. A repeated article is
 /// refused rather than merged: the lines answered back then mirror the lines asked for one to
@@ -107,6 +99,7 @@ pub(crate) fn stock_lines(lines: &[StockLine]) -> Result<(), ServiceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesh_core::ids;
 
     fn article() -> CreateArticleRequest {
         CreateArticleRequest {

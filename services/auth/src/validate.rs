@@ -86,16 +86,8 @@ pub(crate) fn label(field: &str, raw: &str) -> Result<String, ServiceError> {
     Ok(value.to_owned())
 }
 
-/// An id made by `mesh_core::ids::new_id`; anything else never reaches a store key.
-pub(crate) fn id(field: &str, value: &str) -> Result<(), ServiceError> {
-    if value.is_empty() {
-        return Err(ServiceError::invalid(format!("{field}: must not be empty")));
-    }
-    if !mesh_core::ids::is_id(value) {
-        return Err(ServiceError::invalid(format!("{field}: not a valid id")));
-    }
-    Ok(())
-}
+/// An id in `field`: the one check every service uses.
+pub(crate) use mesh_core::ids::check as id;
 
 /// A secret the client presents (refresh token, API key): present and of a plausible size. Its
 /// content is checked by looking up its hash, so a wrong one is UNAUTHENTICATED, not invalid.

@@ -31,6 +31,18 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Checks that `value` of the request field `field` is an id made by [`new_id`], so nothing
+/// else ever reaches a store key; the error names the field.
+pub fn check(field: &str, value: &str) -> Result<(), crate::ServiceError> {
+    if is_id(value) {
+        Ok(())
+    } else if value.is_empty() {
+        Err(crate::ServiceError::invalid(format!("{field}: must not be empty")))
+    } else {
+        Err(crate::ServiceError::invalid(format!("{field}: not a valid id")))
+    }
+}
+
 /// Whether `s` looks like an id made by [`new_id`]; rejects anything else before it reaches a store key.
 pub fn is_id(s: &str) -> bool {
     s.len() == 26 && s.parse::<ulid::Ulid>().is_ok()
@@ -55,6 +67,13 @@ mod tests {
     fn ids_made_in_a_burst_are_strictly_increasing() {
         let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn checks_name_the_field() {
+        assert!(check("order_id", &new_id()).is_ok());
+        assert_eq!(check("order_id", "").unwrap_err().to_string(), "order_id: must not be empty");
+        assert_eq!(check("order_id", "../x").unwrap_err().to_string(), "order_id: not a valid id");
     }
 
     #[test]

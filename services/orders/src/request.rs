@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use mesh_core::{ServiceError, ids};
+use mesh_core::ServiceError;
 use mesh_proto::orders::CreateOrderRequest;
 use sha2::{Digest, Sha256};
 
@@ -29,16 +29,8 @@ pub(crate) struct NewOrder {
     pub(crate) order_id: Option<String>,
 }
 
-/// An id in `field`; anything else never reaches a store key.
-pub(crate) fn id(field: &str, value: &str) -> Result<(), ServiceError> {
-    if ids::is_id(value) {
-        Ok(())
-    } else if value.is_empty() {
-        Err(ServiceError::invalid(format!("{field}: must not be empty")))
-    } else {
-        Err(ServiceError::invalid(format!("{field}: not a valid id")))
-    }
-}
+/// An id in `field`: the one check every service uses.
+pub(crate) use mesh_core::ids::check as id;
 
 // === impl NewOrder ===
 
@@ -103,6 +95,7 @@ mod tests {
     use mesh_proto::orders::OrderItem;
 
     use super::*;
+    use mesh_core::ids;
 
     fn item(article_id: &str, quantity: u32) -> OrderItem {
         OrderItem { article_id: article_id.into(), quantity, unit_price_cents: 0 }

@@ -20,9 +20,7 @@ pub struct UserId(String);
 
 /// Checks a user id.
 pub fn user_id(raw: &str) -> Result<UserId, ServiceError> {
-    if !mesh_core::ids::is_id(raw) {
-        return Err(ServiceError::invalid("user_id: must be an id (26 characters of Crockford base32)"));
-    }
+    mesh_core::ids::check("user_id", raw)?;
     Ok(UserId(raw.to_owned()))
 }
 
