@@ -13,6 +13,7 @@
 //! - [`grpc`]: serving a tonic router with `grpc.health.v1` and graceful drain.
 //! - [`grpc_metrics`]: request count and latency of every gRPC server.
 //! - [`health`]: `grpc.health.v1` whose watches end when the server drains.
+//! - [`forwarded`]: the client's real address behind trusted proxies.
 //! - [`ids`]: time-ordered identifiers and random secrets.
 //! - [`page`]: page size and cursor of list calls.
 //! - [`problem`]: RFC 9457 problem+json bodies.
@@ -23,6 +24,7 @@ pub mod breaker;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod forwarded;
 pub mod grpc;
 pub mod grpc_metrics;
 pub mod health;
