@@ -6,6 +6,17 @@
 //! two concurrent refreshes of the same token exactly one sees `active` and gets a new pair. A
 //! token seen again after it rotated was copied: whoever holds it, the session is deleted, which
 //! ends every refresh token of it because each refresh checks its session still exists.
+//!
+//! Revoking a session (logout, detected reuse) must also stop its access tokens, which gateways
+//! verify locally and which stay valid until `exp`. So a revocation first writes
+//! `auth:revoked:{session_id}`, which every gateway checks per request (behind a local cache of
+//! well under a second), and only then deletes the session: if the marker cannot be written the
+//! revocation fails as a whole and the caller may retry. The marker lives as long as any access
+//! token of the session can (the access token lifetime plus [`REVOCATION_LEEWAY`]), so the set of
+//! revoked sessions bounds itself.
+//!
+//! Every record here expires: a session `refresh_ttl` after its last refresh, a refresh record
+//! (active or rotated) `refresh_ttl` after it was written, a revocation marker as above.
 
 use std::time::Duration;
 
@@ -25,6 +36,27 @@ const REFRESH_PREFIX: &str = "mr_";
 const INVALID_REFRESH: &str = "invalid refresh token";
 const REUSED: &str = "refresh token reuse detected; session revoked";
 const REVOKED: &str = "refresh token is no longer valid: session revoked";
+
+/// How long a revoked session's marker outlives the access token lifetime. It covers the clock
+/// leeway verifiers allow on `exp` (the gateways' `jwt.leeway`, 5s by default, must stay below
+/// it) and a token issued by a refresh racing the revocation a moment after the marker.
+pub const REVOCATION_LEEWAY: Duration = Duration::from_secs(60);
+
+/// Why a session was revoked; the value of its marker, and a log field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    Logout,
+    RefreshReuse,
+}
+
+impl Revocation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::RefreshReuse => "refresh_reuse",
+        }
+    }
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SessionRecord {
@@ -60,6 +92,12 @@ fn session_key(id: &str) -> String {
 
 fn refresh_key(digest: &str) -> String {
     format!("auth:refresh:{digest}")
+}
+
+/// The marker of a revoked session. The gateways read this exact key (`authn::revocations`):
+/// the two must agree, and share one store and key prefix.
+pub fn revoked_key(session_id: &str) -> String {
+    format!("auth:revoked:{session_id}")
 }
 
 fn unauthenticated(msg: &str) -> ServiceError {
@@ -111,12 +149,7 @@ impl Sessions {
         };
         let previous: RefreshRecord = decode(&key, &previous)?;
         if previous.state == RefreshState::Rotated {
-            self.store.delete(&session_key(&previous.session_id)).await?;
-            tracing::warn!(
-                user_id = %previous.user_id,
-                session_id = %previous.session_id,
-                "refresh token reused; session revoked"
-            );
+            self.end(&previous.user_id, &previous.session_id, Revocation::RefreshReuse).await?;
             return Err(unauthenticated(REUSED));
         }
 
@@ -147,12 +180,33 @@ impl Sessions {
         let key = session_key(session_id);
         match self.store.get_json::<SessionRecord>(&key).await? {
             Some(session) if session.user_id == user_id => {
-                self.store.delete(&key).await?;
-                tracing::info!(user_id, session_id, "session revoked");
-                Ok(())
+                self.end(user_id, session_id, Revocation::Logout).await
             }
             _ => Err(ServiceError::not_found("session not found")),
         }
+    }
+
+    /// Revokes `session_id`: the marker the gateways check first, then the session itself (see
+    /// the module doc). Idempotent, so a reuse detected twice or a logout retried is harmless.
+    async fn end(&self, user_id: &str, session_id: &str, why: Revocation) -> Result<(), ServiceError> {
+        let marker_ttl = Duration::from_secs(self.tokens.ttl_secs()) + REVOCATION_LEEWAY;
+        self.store.set(&revoked_key(session_id), why.as_str(), Some(marker_ttl)).await?;
+        self.store.delete(&session_key(session_id)).await?;
+        // Logged inside the RPC's span, which carries the request id.
+        match why {
+            Revocation::Logout => {
+                tracing::info!(user_id, session_id, reason = why.as_str(), "session revoked")
+            }
+            Revocation::RefreshReuse => {
+                tracing::warn!(
+                    user_id,
+                    session_id,
+                    reason = why.as_str(),
+                    "refresh token reused; session revoked"
+                )
+            }
+        }
+        Ok(())
     }
 
     /// A new access token and a new active refresh token for `session_id`.

@@ -1,7 +1,9 @@
 //! Access tokens: short-lived EdDSA JWTs that gateways verify locally against the JWKS.
 //!
-//! Nothing about an access token is stored: it is valid until `exp` wherever it is presented.
-//! Revocation works on the session, which stops the refresh that would renew it.
+//! Nothing about an access token is stored: its signature and `exp` are checked wherever it is
+//! presented. Revocation works on the session the token names in `sid`: ending the session stops
+//! the refresh that would renew it, and the revoked-session marker the gateways check
+//! (`sessions`) stops the access tokens already issued.
 
 use std::time::Duration;
 
