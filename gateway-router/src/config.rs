@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mesh_core::forwarded::TrustedProxies;
 use mesh_core::process::Listens;
 use mesh_core::store::StoreConfig;
 use serde::{Deserialize, Serialize};
@@ -34,18 +35,28 @@ pub struct Pool {
     /// `host:port` of each instance. A name is resolved again every `dns_refresh` and each
     /// address it resolves to is an instance (a Kubernetes headless Service works as is).
     pub instances: Vec<String>,
-    /// Requests of this pool in flight at once; past it requests are shed with 503. Default: 1024.
+    /// Requests of this pool in flight at once; past it requests are shed with 503. A request
+    /// takes its slot only once a body it keeps for retries is in, so slow uploads never hold
+    /// one. Default: 1024.
     #[serde(default = "default_pool_concurrency")]
     pub max_concurrency: usize,
+    /// Long streams (`text/event-stream`) of this pool open at once, a budget of their own so
+    /// streams cannot fill the request slots; past it 503. Default: 1024.
+    #[serde(default = "default_pool_streams")]
+    pub max_streams: usize,
 }
 
 fn default_pool_concurrency() -> usize {
     1024
 }
 
+fn default_pool_streams() -> usize {
+    1024
+}
+
 impl Pool {
     pub fn of(instances: Vec<String>) -> Self {
-        Self { instances, max_concurrency: default_pool_concurrency() }
+        Self { instances, max_concurrency: default_pool_concurrency(), max_streams: default_pool_streams() }
     }
 }
 
@@ -67,6 +78,10 @@ pub struct HealthConfig {
     pub eject_max: Duration,
     /// 5xx answers in a row that eject an instance. Default: 5.
     pub consecutive_5xx: u32,
+    /// Largest share of a pool's instances that passive ejection may hold out at once, in
+    /// percent (Envoy's `max_ejection_percent`); at least one instance always stays in. The
+    /// active probe still takes out an instance that is really down. Default: 50.
+    pub max_ejection_percent: u32,
 }
 
 impl Default for HealthConfig {
@@ -77,6 +92,7 @@ impl Default for HealthConfig {
             eject_base: Duration::from_secs(1),
             eject_max: Duration::from_secs(30),
             consecutive_5xx: 5,
+            max_ejection_percent: 50,
         }
     }
 }
@@ -111,14 +127,57 @@ impl Default for RetryConfig {
     }
 }
 
-/// Limits on what clients send and how long they take.
+/// Limits on what clients send, how long they take and how much of the router they hold.
+/// Past a time limit the connection is closed (408 first where a request is under way); past a
+/// count limit the connection is refused at accept. Every refusal is counted in a metric.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientLimits {
-    /// Time allowed for a client to send a request's headers (slowloris), and for an idle
-    /// keep-alive connection to start its next request. Default: 10s.
+    /// Time allowed for a new connection's first byte; a socket that stays silent is closed.
+    /// Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// Time allowed for a client to send a request's headers (slowloris), counted from the
+    /// connection's start for its first request (so a trickled HTTP/2 preface is cut off too),
+    /// and for an idle HTTP/1 keep-alive connection to start its next request. Default: 10s.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body; past it 408 and close. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
+    /// Longest time a whole request body may take, from its headers on; past it 408 and
+    /// close. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub body_total_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (both protocols).
+    /// Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest a write to the client may make no progress (a client that stops reading its
+    /// response); past it the connection is closed, so a slow reader pins no buffer or
+    /// upstream connection. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Client connections open at once; past it new ones are closed at accept. Default: 10000.
+    pub max_connections: usize,
+    /// Client connections open at once from one address (the TCP peer; trusted proxies are
+    /// exempt, since they carry many clients); past it closed at accept. Default: 256.
+    pub max_connections_per_client: usize,
+    /// HTTP/2 streams a client may open at once on one connection. Default: 128.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 streams a client may reset before the router accepts them, before the
+    /// connection is closed (the rapid-reset attack, CVE-2023-44487). Default: 20.
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 keep-alive ping interval; a client that does not answer within
+    /// `h2_keep_alive_timeout` is closed. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub h2_keep_alive_interval: Duration,
+    /// Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub h2_keep_alive_timeout: Duration,
+    /// Bytes the router buffers per HTTP/2 stream towards a client that reads slowly.
+    /// Default: 256 KiB.
+    pub h2_max_send_buf_size: usize,
     /// Headers per request; more is 431. Default: 64.
     pub max_headers: usize,
     /// Bytes of the request line and headers; more is 431. Default: 16 KiB (at least 8 KiB).
@@ -134,7 +193,19 @@ pub struct ClientLimits {
 impl Default for ClientLimits {
     fn default() -> Self {
         Self {
+            first_byte_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(10),
+            body_total_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_connections_per_client: 256,
+            h2_max_concurrent_streams: 128,
+            h2_max_pending_accept_reset_streams: 20,
+            h2_keep_alive_interval: Duration::from_secs(30),
+            h2_keep_alive_timeout: Duration::from_secs(10),
+            h2_max_send_buf_size: 256 * 1024,
             max_headers: 64,
             max_header_bytes: 16 * 1024,
             max_body_bytes: 1024 * 1024,
@@ -149,8 +220,16 @@ impl Default for ClientLimits {
 pub struct Config {
     /// Default: `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// Default: `127.0.0.1:9080`; the admin routes are also served on `listen`.
+    /// Admin listener: `/healthz`, `/readyz`, `/metrics`, `/mesh/status`. Default: `127.0.0.1:9080`.
     pub admin_listen: SocketAddr,
+    /// Also serve `/metrics` and `/mesh/status` on the public `listen` port (after the rate
+    /// limit). They show instance addresses and breaker states, so default: false.
+    pub admin_on_public_port: bool,
+    /// CIDRs of proxies in front of the router (an Ingress, a load balancer) whose
+    /// `X-Forwarded-For` / `Forwarded` name the client; the client is then the right-most hop
+    /// that is not trusted. It keys the rate limit and the logs, and is the `X-Forwarded-For`
+    /// sent on. Default: none (the TCP peer is the client).
+    pub trusted_proxies: TrustedProxies,
     /// Ordered; the first match wins. Default: the API of ARCHITECTURE §3.
     pub rules: Vec<Rule>,
     /// Default: `identity` at 127.0.0.1:8081, `business` at 127.0.0.1:8082.
@@ -195,6 +274,8 @@ impl Default for Config {
         Self {
             listen: ([127, 0, 0, 1], 8080).into(),
             admin_listen: ([127, 0, 0, 1], 9080).into(),
+            admin_on_public_port: false,
+            trusted_proxies: TrustedProxies::default(),
             rules: default_rules(),
             pools: BTreeMap::from([
                 ("identity".into(), Pool::of(vec!["127.0.0.1:8081".into()])),
@@ -218,6 +299,14 @@ impl Config {
         anyhow::ensure!(
             self.limits.max_header_bytes >= 8192,
             "limits.max_header_bytes must be at least 8192"
+        );
+        anyhow::ensure!(
+            self.health.max_ejection_percent <= 100,
+            "health.max_ejection_percent must be within 0..=100"
+        );
+        anyhow::ensure!(
+            self.limits.max_connections >= 1 && self.limits.max_connections_per_client >= 1,
+            "limits.max_connections and limits.max_connections_per_client must be at least 1"
         );
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.retry.budget_ratio),
@@ -252,4 +341,4 @@ impl Listens for Config {
 }
 
 /// Keys whose environment value is a comma-separated list.
-pub const LIST_KEYS: &[&str] = &["pools.identity.instances", "pools.business.instances"];
+pub const LIST_KEYS: &[&str] = &["pools.identity.instances", "pools.business.instances", "trusted_proxies"];

@@ -1,6 +1,6 @@
 //! Proxy header hygiene: hop-by-hop headers, forwarding headers, request ids, trace context.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
@@ -63,30 +63,36 @@ pub fn is_valid_traceparent(value: &str) -> bool {
         && hex(parts[3], 2)
 }
 
+/// `client` as a header value; in `Forwarded`, IPv6 is quoted and bracketed (RFC 7239 §6).
+fn client_text(client: IpAddr, forwarded: bool) -> String {
+    match client {
+        IpAddr::V6(ip) if forwarded => format!("\"[{ip}]\""),
+        ip => ip.to_string(),
+    }
+}
+
+fn client_value(client: IpAddr, forwarded: bool) -> HeaderValue {
+    HeaderValue::from_str(&client_text(client, forwarded)).expect("an address is a valid header value")
+}
+
 /// A new sampled trace context for a request that came without a valid one.
 pub fn new_traceparent() -> String {
     format!("00-{}-{}-01", mesh_core::ids::random_hex(16), mesh_core::ids::random_hex(8))
 }
 
-/// Sets what the gateway needs to know about the hop: request id, trace context,
-/// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `Forwarded` (appended).
-pub fn prepare_forwarded(headers: &mut HeaderMap, peer: SocketAddr, request_id: &str) {
+/// Sets what the gateway needs to know about the hop: request id, trace context, and who the
+/// client is: `X-Forwarded-For` and `Forwarded` *replaced* by the one client address the router
+/// determined (`client`, see [`mesh_core::forwarded`]). A client-written chain is never passed
+/// on: whatever it said was either spoofed (untrusted peer) or already consumed (trusted
+/// proxies), so the gateway, which trusts the router, reads the client from the last hop.
+pub fn prepare_forwarded(headers: &mut HeaderMap, client: IpAddr, request_id: &str) {
     strip_hop_by_hop(headers);
-    let client_ip = peer.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client_ip}"),
-        None => client_ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", v);
-    }
+    headers.insert("x-forwarded-for", client_value(client, false));
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    let forwarded = match peer.ip() {
-        std::net::IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
-        std::net::IpAddr::V4(ip) => format!("for={ip};proto=http"),
-    };
+    let forwarded = format!("for={};proto=http", client_text(client, true));
+    headers.remove(header::FORWARDED);
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
-        headers.append(header::FORWARDED, v);
+        headers.insert(header::FORWARDED, v);
     }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(REQUEST_ID, v);
@@ -121,24 +127,27 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_headers_append_and_trace_context_is_kept_or_started() {
+    fn forwarding_headers_name_only_the_client_and_trace_context_is_kept_or_started() {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        headers.insert(header::FORWARDED, "for=198.51.100.1".parse().unwrap());
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         headers.insert(TRACEPARENT, parent.parse().unwrap());
-        prepare_forwarded(&mut headers, "127.0.0.1:5000".parse().unwrap(), "rid-1");
-        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        prepare_forwarded(&mut headers, "127.0.0.1".parse().unwrap(), "rid-1");
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "a client's chain is replaced");
         assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers.get_all(header::FORWARDED).iter().count(), 1);
         assert_eq!(headers[header::FORWARDED], "for=127.0.0.1;proto=http");
         assert_eq!(headers[REQUEST_ID], "rid-1");
         assert_eq!(headers[TRACEPARENT], parent);
 
         let mut fresh = HeaderMap::new();
         fresh.insert(TRACEPARENT, "00-00000000000000000000000000000000-00f067aa0ba902b7-01".parse().unwrap());
-        prepare_forwarded(&mut fresh, "[::1]:5000".parse().unwrap(), "rid-2");
+        prepare_forwarded(&mut fresh, "::1".parse().unwrap(), "rid-2");
         let started = fresh[TRACEPARENT].to_str().unwrap();
         assert!(is_valid_traceparent(started), "{started}");
         assert_eq!(fresh[header::FORWARDED], "for=\"[::1]\";proto=http");
+        assert_eq!(fresh["x-forwarded-for"], "::1");
     }
 
     #[test]

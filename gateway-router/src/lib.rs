@@ -17,10 +17,14 @@
 //! - [`headers`]: hop-by-hop, forwarding, request id and trace context headers.
 //! - [`ratelimit`]: per-client rate limit.
 //! - [`status`]: `/mesh/status` and the merged `/openapi.json`.
-//! - [`server`]: the HTTP/1.1 + h2c server with client timeouts and limits.
+//! - [`server`]: the HTTP/1.1 + h2c server, its own routes and the admin listener.
+//! - [`conn`]: connection caps and the deadlines of one client connection.
+//! - [`body`]: the client's request body under its size and time limits.
 
+pub mod body;
 pub mod classify;
 pub mod config;
+pub mod conn;
 pub mod discovery;
 pub mod framing;
 pub mod headers;
@@ -35,6 +39,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_core::admin::Readiness;
 use mesh_core::process::Shutdown;
 use mesh_core::shutdown::Drain;
 use mesh_core::store::Store;
@@ -45,8 +50,23 @@ pub use config::Config;
 use crate::pool::Pool;
 use crate::state::RouterState;
 
-/// Serves the router on `listener` until `shutdown`, then drains (at most 10 s).
+/// Serves the router on `listener` until `shutdown`, then drains (at most 10 s); the admin
+/// routes on `cfg.admin_listen`.
 pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let admin = TcpListener::bind(cfg.admin_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin): {e}", cfg.admin_listen))?;
+    serve_with_admin(cfg, listener, Some(admin), shutdown).await
+}
+
+/// [`serve`] with the admin listener bound by the caller (`None`: no admin listener, e.g.
+/// when the embedding process serves its own).
+pub async fn serve_with_admin(
+    cfg: Config,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     cfg.validate()?;
     let cfg = Arc::new(cfg);
     let drain = Drain::new();
@@ -60,7 +80,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> an
 
     let mut pools = BTreeMap::new();
     for (name, pool_cfg) in &cfg.pools {
-        let pool = Arc::new(Pool::new(name, pool_cfg.max_concurrency, &cfg));
+        let pool = Arc::new(Pool::new(name, pool_cfg, &cfg));
         pool.set_addresses(discovery::resolve(&pool_cfg.instances).await);
         tokio::spawn(discovery::maintain(
             pool.clone(),
@@ -95,8 +115,13 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> an
             }
         }
     });
+    let readiness = Readiness::new(drain.clone());
+    if let Some(admin) = admin {
+        tracing::info!(admin = %admin.local_addr()?, "router admin serving");
+        tokio::spawn(server::run_admin(admin, state.clone(), readiness.clone(), drain.clone()));
+    }
     tracing::info!(addr = %listener.local_addr()?, pools = ?cfg.pools.keys().collect::<Vec<_>>(), "router serving");
-    server::run(listener, state, drain).await
+    server::run(listener, state, readiness, drain).await
 }
 
 /// The sources the router binary reads its config from (lists declared).

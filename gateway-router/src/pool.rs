@@ -4,7 +4,10 @@
 //! lower latency (EWMA). An instance is eligible when its last `/readyz` probe passed and it is
 //! not ejected. Ejection is passive: a connect error, reset or timeout ejects at once, and a run
 //! of 5xx answers too; each ejection in a row doubles its length up to a maximum, and only a
-//! passing probe after it ends lets the instance back in.
+//! passing probe after it ends lets the instance back in. Passive ejection never holds out more
+//! than `health.max_ejection_percent` of a pool and always leaves one instance in: a burst of
+//! failures that is not the instances' own (a client's, a service's) can never empty a pool,
+//! while the active probe still takes out an instance that is really down.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -58,6 +61,18 @@ pub enum Outcome {
     Relayed { latency: Duration },
     /// Could not connect, was reset, or did not answer in time.
     Failed,
+    /// The attempt ended because of the client (its body stalled, broke or was too large), or
+    /// the instance answered 5xx before the client had finished sending: not the instance's
+    /// doing, so neither a failure nor a success.
+    ClientCaused,
+}
+
+/// What an outcome asks of the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Verdict {
+    Keep,
+    Eject(&'static str),
 }
 
 /// What `/mesh/status` shows of an instance.
@@ -124,8 +139,12 @@ impl Instance {
         InFlight(self.clone())
     }
 
-    /// Records how an attempt ended; ejects on failure or a run of 5xx.
-    pub fn record(&self, outcome: Outcome, pool: &str, health: &HealthConfig) {
+    /// Records how an attempt ended; says whether it calls for an ejection (failure or a run
+    /// of 5xx), which the pool then decides ([`Pool::record`]).
+    fn record(&self, outcome: Outcome, health: &HealthConfig) -> Verdict {
+        if outcome == Outcome::ClientCaused {
+            return Verdict::Keep;
+        }
         self.requests.fetch_add(1, Ordering::Relaxed);
         match outcome {
             Outcome::Relayed { latency } => self.observe_latency(latency),
@@ -135,7 +154,7 @@ impl Instance {
                     self.failures.fetch_add(1, Ordering::Relaxed);
                     if self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1 >= health.consecutive_5xx {
                         self.consecutive_5xx.store(0, Ordering::Relaxed);
-                        self.eject(pool, health, "consecutive 5xx answers");
+                        return Verdict::Eject("consecutive 5xx answers");
                     }
                 } else {
                     self.consecutive_5xx.store(0, Ordering::Relaxed);
@@ -143,9 +162,16 @@ impl Instance {
             }
             Outcome::Failed => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                self.eject(pool, health, "connection failed or timed out");
+                return Verdict::Eject("connection failed or timed out");
             }
+            Outcome::ClientCaused => {}
         }
+        Verdict::Keep
+    }
+
+    /// Whether a passive ejection holds this instance out now.
+    fn is_ejected(&self, now: Instant) -> bool {
+        self.state().ejected_until.is_some_and(|t| t > now)
     }
 
     fn observe_latency(&self, latency: Duration) {
@@ -248,6 +274,11 @@ pub struct Pool {
     instances: RwLock<Arc<Vec<Arc<Instance>>>>,
     limit: Arc<Semaphore>,
     pub max_concurrency: usize,
+    /// Long streams have a budget of their own, so they never fill the request slots.
+    streams: Arc<Semaphore>,
+    pub max_streams: usize,
+    /// Held while deciding an ejection, so two at once cannot both pass the floor.
+    ejecting: Mutex<()>,
     budget: TpsBudget,
     pub retries: AtomicU64,
     pub retries_refused: AtomicU64,
@@ -265,7 +296,8 @@ impl std::fmt::Debug for Pool {
 // === impl Pool ===
 
 impl Pool {
-    pub fn new(name: &str, max_concurrency: usize, cfg: &Config) -> Self {
+    pub fn new(name: &str, limits: &crate::config::Pool, cfg: &Config) -> Self {
+        let max_concurrency = limits.max_concurrency;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(cfg.connect_timeout));
         connector.set_nodelay(true);
@@ -279,6 +311,9 @@ impl Pool {
             instances: RwLock::default(),
             limit: Arc::new(Semaphore::new(max_concurrency)),
             max_concurrency,
+            streams: Arc::new(Semaphore::new(limits.max_streams)),
+            max_streams: limits.max_streams,
+            ejecting: Mutex::new(()),
             // TpsBudget turns the ratio into whole deposits per retry as `(1.0 / ratio) as isize`,
             // and in f32 `1.0 / 0.2` is 4.9999995, which truncates to 4 (25%, not 20%). A
             // hair less than the ratio makes the division land on the intended whole number.
@@ -326,6 +361,36 @@ impl Pool {
         self.max_concurrency - self.limit.available_permits()
     }
 
+    /// A permit to hold one long stream open, or `None` when the stream budget is spent.
+    pub fn admit_stream(&self) -> Option<OwnedSemaphorePermit> {
+        self.streams.clone().try_acquire_owned().ok()
+    }
+
+    pub fn streams_open(&self) -> usize {
+        self.max_streams - self.streams.available_permits()
+    }
+
+    /// Records how an attempt on `instance` ended, and ejects it when that is called for and
+    /// the ejection floor allows.
+    pub fn record(&self, instance: &Instance, outcome: Outcome) {
+        let Verdict::Eject(reason) = instance.record(outcome, &self.health) else { return };
+        let _deciding = self.ejecting.lock().unwrap_or_else(|p| p.into_inner());
+        let instances = self.instances();
+        let now = Instant::now();
+        let ejected = instances.iter().filter(|i| i.is_ejected(now)).count();
+        let others_in = instances.iter().filter(|i| i.addr != instance.addr && i.is_eligible()).count();
+        let allowed = (ejected + 1) * 100 <= instances.len() * self.health.max_ejection_percent as usize;
+        if instance.is_ejected(now) {
+            return;
+        }
+        if !allowed || others_in == 0 {
+            tracing::warn!(pool = %self.name, instance = %instance.addr, reason, ejected, "not ejecting: the pool is at its ejection floor");
+            metrics::counter!("router_ejections_refused_total", "pool" => self.name.clone()).increment(1);
+            return;
+        }
+        instance.eject(&self.name, &self.health, reason);
+    }
+
     /// Power of two choices among eligible instances not in `exclude`.
     pub fn pick(&self, exclude: &[SocketAddr]) -> Option<Arc<Instance>> {
         let instances = self.instances();
@@ -371,12 +436,16 @@ impl Pool {
 mod tests {
     use super::*;
 
-    fn pool(n: u16) -> Pool {
-        let pool = Pool::new("p", 10, &Config::default());
+    fn pool_with(n: u16, cfg: &Config) -> Pool {
+        let pool = Pool::new("p", &crate::config::Pool::of(vec![]), cfg);
         pool.set_addresses(
             (0..n).map(|i| (SocketAddr::from(([127, 0, 0, 1], 1000 + i)), format!("i{i}"))).collect(),
         );
         pool
+    }
+
+    fn pool(n: u16) -> Pool {
+        pool_with(n, &Config::default())
     }
 
     #[tokio::test]
@@ -393,50 +462,90 @@ mod tests {
     async fn a_failure_ejects_and_only_a_probe_after_the_ejection_readmits() {
         let mut cfg = Config::default();
         cfg.health.eject_base = Duration::from_millis(50);
-        let pool = Pool::new("p", 10, &cfg);
-        pool.set_addresses(vec![(SocketAddr::from(([127, 0, 0, 1], 1)), "a".into())]);
+        let pool = pool_with(2, &cfg);
         let instance = pool.instances()[0].clone();
-        instance.record(Outcome::Failed, "p", &cfg.health);
-        assert!(pool.pick(&[]).is_none(), "ejected");
+        let only = |pool: &Pool| (0..20).all(|_| pool.pick(&[]).is_some_and(|i| i.addr != instance.addr));
+        pool.record(&instance, Outcome::Failed);
+        assert!(only(&pool), "ejected");
         instance.probed(true, "p", &cfg.health);
-        assert!(pool.pick(&[]).is_none(), "still within the ejection");
+        assert!(only(&pool), "still within the ejection");
         tokio::time::sleep(Duration::from_millis(60)).await;
         instance.probed(false, "p", &cfg.health);
-        assert!(pool.pick(&[]).is_none(), "failing its probe keeps it out");
+        assert!(only(&pool), "failing its probe keeps it out");
         instance.probed(true, "p", &cfg.health);
-        assert!(pool.pick(&[]).is_some(), "re-admitted");
+        assert!(instance.is_eligible(), "re-admitted");
         // The next ejection is longer.
-        instance.record(Outcome::Failed, "p", &cfg.health);
+        pool.record(&instance, Outcome::Failed);
         assert!(instance.status().ejected_for_ms > 50);
     }
 
     #[tokio::test]
     async fn a_run_of_5xx_ejects() {
         let cfg = Config::default();
-        let pool = pool(1);
+        let pool = pool(2);
         let instance = pool.instances()[0].clone();
         let answered = |status| Outcome::Answered { status, latency: Duration::from_millis(1) };
         for _ in 0..cfg.health.consecutive_5xx - 1 {
-            instance.record(answered(503), "p", &cfg.health);
+            pool.record(&instance, answered(503));
         }
-        instance.record(answered(200), "p", &cfg.health);
+        pool.record(&instance, answered(200));
         assert!(instance.is_eligible(), "a success breaks the run");
         for _ in 0..cfg.health.consecutive_5xx {
-            instance.record(answered(503), "p", &cfg.health);
+            pool.record(&instance, answered(503));
         }
         assert!(!instance.is_eligible());
     }
 
     #[tokio::test]
-    async fn relayed_service_failures_never_eject_the_gateway() {
+    async fn relayed_service_failures_and_client_caused_endings_never_eject_the_gateway() {
         let cfg = Config::default();
-        let pool = pool(1);
+        let pool = pool(2);
         let instance = pool.instances()[0].clone();
         for _ in 0..cfg.health.consecutive_5xx * 3 {
-            instance.record(Outcome::Relayed { latency: Duration::from_millis(1) }, "p", &cfg.health);
+            pool.record(&instance, Outcome::Relayed { latency: Duration::from_millis(1) });
+            pool.record(&instance, Outcome::ClientCaused);
         }
         assert!(instance.is_eligible());
-        assert_eq!(instance.status().failures, 0, "a service's failure is not the gateway's");
+        assert_eq!(instance.status().failures, 0, "a service's or a client's failure is not the gateway's");
+    }
+
+    #[tokio::test]
+    async fn passive_ejection_keeps_a_floor() {
+        // Default 50%: of four instances at most two are held out; of one, none.
+        let pool = pool(4);
+        for instance in pool.instances().iter() {
+            pool.record(instance, Outcome::Failed);
+        }
+        let eligible = pool.instances().iter().filter(|i| i.is_eligible()).count();
+        assert_eq!(eligible, 2, "half the pool stays in");
+
+        let single = pool_with(1, &Config::default());
+        let only = single.instances()[0].clone();
+        single.record(&only, Outcome::Failed);
+        assert!(only.is_eligible(), "a pool always keeps one instance in");
+        // The active probe still takes a really dead instance out.
+        only.probed(false, "p", &single.health);
+        assert!(single.pick(&[]).is_none());
+
+        let mut all = Config::default();
+        all.health.max_ejection_percent = 100;
+        let pool = pool_with(3, &all);
+        for instance in pool.instances().iter() {
+            pool.record(instance, Outcome::Failed);
+        }
+        assert_eq!(pool.instances().iter().filter(|i| i.is_eligible()).count(), 1, "even at 100%, one stays");
+    }
+
+    #[tokio::test]
+    async fn the_stream_budget_is_apart_from_the_request_slots() {
+        let limits = crate::config::Pool { instances: vec![], max_concurrency: 2, max_streams: 1 };
+        let pool = Pool::new("p", &limits, &Config::default());
+        let stream = pool.admit_stream().unwrap();
+        assert!(pool.admit_stream().is_none(), "stream budget spent");
+        let (a, b) = (pool.admit(), pool.admit());
+        assert!(a.is_some() && b.is_some(), "request slots untouched by streams");
+        drop(stream);
+        assert!(pool.admit_stream().is_some());
     }
 
     #[tokio::test]
@@ -447,7 +556,7 @@ mod tests {
             assert_ne!(pool.pick(&[first]).unwrap().addr, first);
         }
         let kept = pool.instances()[1].clone();
-        kept.record(Outcome::Failed, "p", &Config::default().health);
+        pool.record(&kept, Outcome::Failed);
         pool.set_addresses(vec![(kept.addr, "again".into())]);
         assert!(!pool.instances()[0].is_eligible(), "state survives a membership update");
     }

@@ -1,4 +1,7 @@
-//! The forwarding hop: classify, admit, pick an instance, forward, and fail over when safe.
+//! The forwarding hop, in four steps: admit (classify, rate limit), prepare the body (kept for
+//! retries or streamed, under the client limits, before any pool slot is taken), the failover
+//! loop, and respond (every answer counted). Every answer the router makes itself comes from
+//! one table, [`Refusal::problem`].
 //!
 //! Bodies stream both ways. A request is retryable when its method is idempotent (GET, HEAD,
 //! OPTIONS, PUT, DELETE) or it is a POST with an `Idempotency-Key`, and its body is small
@@ -17,6 +20,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Instrument;
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::body::{ClientBody, ClientBodyError, Guarded};
 use crate::classify::classify;
 use crate::headers::{IDEMPOTENCY_KEY, REQUEST_ID, prepare_forwarded, strip_hop_by_hop};
 use crate::pool::{InFlight, Outcome, Pool};
@@ -47,6 +56,124 @@ pub fn problem(
     response
 }
 
+/// Every answer the router gives itself instead of a gateway's.
+#[derive(Debug)]
+pub enum Refusal {
+    BadContentLength,
+    TooLarge(u64),
+    NotFound,
+    PoolMissing,
+    RateLimited,
+    /// The pool's request slots are taken.
+    Shed(String),
+    /// The pool's stream budget is spent.
+    StreamsFull(String),
+    NoHealthyInstance(String),
+    Unreachable(String),
+    BadGateway(String),
+    Timeout(String),
+    BadTarget,
+    /// The client's body stalled, broke or was too large.
+    ClientBody(ClientBodyError),
+}
+
+impl Refusal {
+    /// The one table from a refusal to its problem answer.
+    pub fn problem(&self, id: &str) -> Response<Body> {
+        use StatusCode as S;
+        let (status, slug, title, detail) = match self {
+            Self::BadContentLength => (
+                S::BAD_REQUEST,
+                "bad-framing",
+                "Invalid Content-Length",
+                "Content-Length is not a number".into(),
+            ),
+            Self::TooLarge(max) => (
+                S::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+                format!("the body may be at most {max} bytes"),
+            ),
+            Self::NotFound => (S::NOT_FOUND, "not-found", "Not found", "no route matches this path".into()),
+            Self::PoolMissing => (
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                "this route's pool is not configured".into(),
+            ),
+            Self::RateLimited => (
+                S::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                "this client is sending too fast; slow down".into(),
+            ),
+            Self::Shed(pool) => (
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Service overloaded",
+                format!("the {pool} gateways are at capacity, retry shortly"),
+            ),
+            Self::StreamsFull(pool) => (
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Too many open streams",
+                format!("the {pool} gateways hold as many streams as they may, retry shortly"),
+            ),
+            Self::NoHealthyInstance(pool) => (
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                format!("no healthy {pool} gateway instance, retry shortly"),
+            ),
+            Self::Unreachable(pool) => (
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                format!("no {pool} gateway could be reached, retry shortly"),
+            ),
+            Self::BadGateway(pool) => (
+                S::BAD_GATEWAY,
+                "bad-gateway",
+                "Bad gateway",
+                format!("the {pool} gateway failed before answering"),
+            ),
+            Self::Timeout(pool) => (
+                S::GATEWAY_TIMEOUT,
+                "timeout",
+                "Gateway timeout",
+                format!("the {pool} gateway did not answer in time"),
+            ),
+            Self::BadTarget => (
+                S::BAD_REQUEST,
+                "bad-request",
+                "The request is invalid",
+                "the request target is invalid".into(),
+            ),
+            Self::ClientBody(ClientBodyError::TimedOut) => (
+                S::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body timeout",
+                "the request body did not arrive in time".into(),
+            ),
+            Self::ClientBody(ClientBodyError::TooLarge(max)) => (
+                S::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+                format!("the body may be at most {max} bytes"),
+            ),
+            Self::ClientBody(ClientBodyError::Broken(_)) => {
+                (S::BAD_REQUEST, "bad-body", "Unreadable body", "the request body could not be read".into())
+            }
+        };
+        let mut response = problem(status, slug, title, &detail, id);
+        if let Self::ClientBody(_) = self {
+            // The rest of the body is unread: the connection cannot carry another request.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
 /// The request body as it will be sent: kept (so it can be sent again) or streamed once.
 enum Payload {
     Kept(Bytes),
@@ -72,11 +199,11 @@ enum Attempt {
     /// Nothing reached the instance (connect failed): safe to retry for any request.
     NotSent(String),
     /// The request may have reached the instance; it failed before any response byte.
-    Failed(String),
+    Failed(hyper_util::client::legacy::Error),
     TimedOut,
 }
 
-/// Forwards one client request. `peer` is the client's address.
+/// Forwards one client request. `peer` is the TCP peer; the client is found behind it.
 pub async fn forward(
     state: Arc<RouterState>,
     peer: SocketAddr,
@@ -88,6 +215,7 @@ pub async fn forward(
         "router.request",
         request_id = tracing::field::Empty,
         pool = tracing::field::Empty,
+        client = tracing::field::Empty,
         trace_id = tracing::field::Empty
     );
     mesh_core::trace::continue_from(&span, request.headers());
@@ -97,12 +225,81 @@ pub async fn forward(
     route(state, peer, request).instrument(span).await
 }
 
+/// The slot a request holds in its pool while it runs (until its response body ends).
+enum Slot {
+    Request { _permit: OwnedSemaphorePermit },
+    Stream { _permit: OwnedSemaphorePermit },
+}
+
 async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let id = crate::headers::request_id(request.headers());
-    tracing::Span::current().record("request_id", id.as_str());
+    let client = state.cfg.trusted_proxies.client_addr(peer.ip(), request.headers());
+    let span = tracing::Span::current();
+    span.record("request_id", id.as_str());
+    span.record("client", tracing::field::display(client));
     let (mut parts, body) = request.into_parts();
 
+    // 1. Admit: framing, classification, the client's rate.
+    let (pool, content_length) = match admit(&state, &parts, client).await {
+        Ok(admitted) => admitted,
+        Err((pool, refusal)) => return respond(pool.as_deref(), started, refusal.problem(&id)),
+    };
+    let pool_name = pool.name.clone();
+
+    // 2. The body, under the client limits, before any pool slot is taken: a slow upload
+    //    holds only its own connection.
+    let limits = &state.cfg.limits;
+    let idempotent =
+        matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
+            || (parts.method == Method::POST && parts.headers.contains_key(IDEMPOTENCY_KEY));
+    let empty = hyper::body::Body::is_end_stream(&body);
+    let keepable = empty || content_length.is_some_and(|n| n <= state.cfg.retry.body_limit as u64);
+    let body =
+        ClientBody::new(body, limits.max_body_bytes, limits.body_idle_timeout, limits.body_total_timeout);
+    let complete = body.completion();
+    let payload = if idempotent && keepable {
+        match body.collect().await {
+            Ok(collected) => Payload::Kept(collected.to_bytes()),
+            Err(e) => return respond(Some(&pool_name), started, Refusal::ClientBody(e).problem(&id)),
+        }
+    } else {
+        Payload::Streamed(Some(Body::new(body)))
+    };
+
+    // 3. A slot in the pool: long streams from their own budget, everything else a request
+    //    slot (bulkhead: a full pool sheds at once and never delays the other pool).
+    let wants_stream = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let slot = if wants_stream {
+        pool.admit_stream()
+            .map(|p| Slot::Stream { _permit: p })
+            .ok_or_else(|| Refusal::StreamsFull(pool_name.clone()))
+    } else {
+        pool.admit().map(|p| Slot::Request { _permit: p }).ok_or_else(|| Refusal::Shed(pool_name.clone()))
+    };
+    let slot = match slot {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            metrics::counter!("router_shed_total", "pool" => pool_name.clone()).increment(1);
+            return respond(Some(&pool_name), started, refusal.problem(&id));
+        }
+    };
+
+    prepare_forwarded(&mut parts.headers, client, &id);
+    let response = failover(&state, &pool, parts, payload, &complete, slot, &id).await;
+    respond(Some(&pool_name), started, response.unwrap_or_else(|refusal| refusal.problem(&id)))
+}
+
+/// Checks the framing, classifies the request to its pool and applies the client's rate limit.
+async fn admit(
+    state: &RouterState,
+    parts: &http::request::Parts,
+    client: IpAddr,
+) -> Result<(Arc<Pool>, Option<u64>), (Option<String>, Refusal)> {
     // A request with both Content-Length and Transfer-Encoding was refused before this point
     // (`framing`): hyper drops one of them from the parsed headers.
     let content_length = match parts
@@ -110,112 +307,51 @@ async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incom
         .get(header::CONTENT_LENGTH)
         .map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()))
     {
-        Some(None) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "bad-framing",
-                "Invalid Content-Length",
-                "Content-Length is not a number",
-                &id,
-            );
-        }
+        Some(None) => return Err((None, Refusal::BadContentLength)),
         Some(Some(n)) => Some(n),
         None => None,
     };
-    let limits = &state.cfg.limits;
-    if content_length.is_some_and(|n| n > limits.max_body_bytes) {
-        return problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            "Request body too large",
-            &format!("the body may be at most {} bytes", limits.max_body_bytes),
-            &id,
-        );
+    let max_body = state.cfg.limits.max_body_bytes;
+    if content_length.is_some_and(|n| n > max_body) {
+        return Err((None, Refusal::TooLarge(max_body)));
     }
-
-    let host =
-        parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(parts.uri.host()).map(str::to_owned);
-    let Some(pool_name) =
-        classify(&state.cfg.rules, &parts.method, host.as_deref(), parts.uri.path(), &parts.headers)
+    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(parts.uri.host());
+    let Some(pool_name) = classify(&state.cfg.rules, &parts.method, host, parts.uri.path(), &parts.headers)
     else {
-        return problem(StatusCode::NOT_FOUND, "not-found", "Not found", "no route matches this path", &id);
+        return Err((None, Refusal::NotFound));
     };
     tracing::Span::current().record("pool", pool_name);
     let Some(pool) = state.pools.get(pool_name).cloned() else {
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-            "this route's pool is not configured",
-            &id,
-        );
+        return Err((Some(pool_name.to_owned()), Refusal::PoolMissing));
     };
-    if !state.limiter.allow(peer.ip()).await {
+    if !state.limiter.allow(client).await {
         metrics::counter!("router_rate_limited_total").increment(1);
-        return problem(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Too many requests",
-            "this client is sending too fast; slow down",
-            &id,
-        );
+        return Err((Some(pool.name.clone()), Refusal::RateLimited));
     }
-    // Bulkhead: a full pool sheds at once, and never delays the other pool.
-    let Some(permit) = pool.admit() else {
-        metrics::counter!("router_shed_total", "pool" => pool.name.clone()).increment(1);
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "Service overloaded",
-            &format!("the {} gateways are at capacity, retry shortly", pool.name),
-            &id,
-        );
-    };
+    Ok((pool, content_length))
+}
 
-    let idempotent =
-        matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
-            || (parts.method == Method::POST && parts.headers.contains_key(IDEMPOTENCY_KEY));
-    let empty = hyper::body::Body::is_end_stream(&body);
-    let keepable = empty || content_length.is_some_and(|n| n <= state.cfg.retry.body_limit as u64);
-    let limited = http_body_util::Limited::new(body, limits.max_body_bytes as usize);
-    let mut payload = if idempotent && keepable {
-        match limited.collect().await {
-            Ok(collected) => Payload::Kept(collected.to_bytes()),
-            Err(_) => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "bad-body",
-                    "Unreadable body",
-                    "the request body could not be read",
-                    &id,
-                );
-            }
-        }
-    } else {
-        Payload::Streamed(Some(Body::new(limited)))
-    };
-
-    prepare_forwarded(&mut parts.headers, peer, &id);
+/// Sends the request to one instance after another until one answers or it is not safe (or
+/// allowed by the budget) to try again.
+async fn failover(
+    state: &RouterState,
+    pool: &Pool,
+    parts: http::request::Parts,
+    mut payload: Payload,
+    complete: &AtomicBool,
+    mut slot: Slot,
+    id: &str,
+) -> Result<Response<Body>, Refusal> {
+    let name = || pool.name.clone();
     pool.deposit();
     let mut tried: Vec<SocketAddr> = Vec::new();
     let max_attempts = state.cfg.retry.max_attempts;
-    let mut last_failure: Option<Response<Body>> = None;
+    let mut last_failure: Option<Result<Response<Body>, Refusal>> = None;
     for attempt in 1..=max_attempts {
         let Some(instance) = pool.pick(&tried) else {
             if attempt == 1 {
-                metrics::counter!("router_no_healthy_instance_total", "pool" => pool.name.clone())
-                    .increment(1);
-                return finish(
-                    &pool,
-                    started,
-                    problem(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "Service unavailable",
-                        &format!("no healthy {} gateway instance, retry shortly", pool.name),
-                        &id,
-                    ),
-                );
+                metrics::counter!("router_no_healthy_instance_total", "pool" => name()).increment(1);
+                return Err(Refusal::NoHealthyInstance(name()));
             }
             break;
         };
@@ -229,13 +365,7 @@ async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incom
         let mut request = Request::from_parts(parts.clone(), body);
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let Ok(uri) = format!("http://{}{path_and_query}", instance.addr).parse() else {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                "The request is invalid",
-                "the request target is invalid",
-                &id,
-            );
+            return Err(Refusal::BadTarget);
         };
         *request.uri_mut() = uri;
 
@@ -243,36 +373,46 @@ async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incom
         mesh_core::trace::inject(&attempt_span, request.headers_mut());
         let in_flight = instance.start();
         let attempt_started = Instant::now();
-        let outcome = send(&state, &pool, request).instrument(attempt_span).await;
+        let outcome = send(state, pool, request).instrument(attempt_span).await;
         let retryable = |kind_safe: bool| attempt < max_attempts && kind_safe;
+        // An instance that failed while the client was still sending may have been waiting on
+        // the client: that is not the instance's failure.
+        let client_done = complete.load(Ordering::Acquire);
         match outcome {
             Attempt::Answered(response) => {
                 let status = response.status();
                 let latency = attempt_started.elapsed();
                 let outcome = if response.headers().contains_key("x-mesh-fault") {
                     Outcome::Relayed { latency }
+                } else if status.is_server_error() && !client_done {
+                    Outcome::ClientCaused
                 } else {
                     Outcome::Answered { status: status.as_u16(), latency }
                 };
-                instance.record(outcome, &pool.name, &pool.health);
+                pool.record(&instance, outcome);
                 let overloaded = matches!(status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE);
                 if overloaded && retryable(payload.replayable()) {
                     tracing::info!(request_id = %id, pool = %pool.name, instance = %instance.addr, %status, attempt, "retrying elsewhere");
-                    last_failure = Some(stream_back(response, in_flight, None));
+                    last_failure = Some(Ok(stream_back(response, in_flight, None)));
                     continue;
                 }
-                return finish(&pool, started, stream_back(response, in_flight, Some(permit)));
+                // A long stream the client did not announce moves to the stream budget, so it
+                // gives its request slot back.
+                if matches!(slot, Slot::Request { .. }) && is_event_stream(&response) {
+                    match pool.admit_stream() {
+                        Some(permit) => slot = Slot::Stream { _permit: permit },
+                        None => {
+                            metrics::counter!("router_shed_total", "pool" => name()).increment(1);
+                            return Err(Refusal::StreamsFull(name()));
+                        }
+                    }
+                }
+                return Ok(stream_back(response, in_flight, Some(slot)));
             }
             Attempt::NotSent(error) => {
-                instance.record(Outcome::Failed, &pool.name, &pool.health);
+                pool.record(&instance, Outcome::Failed);
                 tracing::warn!(request_id = %id, pool = %pool.name, instance = %instance.addr, %error, attempt, "connect failed");
-                last_failure = Some(problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Service unavailable",
-                    &format!("no {} gateway could be reached, retry shortly", pool.name),
-                    &id,
-                ));
+                last_failure = Some(Err(Refusal::Unreachable(name())));
                 // Nothing reached the gateway, so any request may go elsewhere, but a streamed
                 // body was handed to this attempt and cannot be sent again.
                 if !payload.replayable() {
@@ -280,45 +420,37 @@ async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incom
                 }
             }
             Attempt::Failed(error) => {
-                instance.record(Outcome::Failed, &pool.name, &pool.health);
+                if let Some(cause) = ClientBodyError::find(&error) {
+                    pool.record(&instance, Outcome::ClientCaused);
+                    tracing::info!(request_id = %id, pool = %pool.name, %cause, "the client's body failed");
+                    return Err(Refusal::ClientBody(cause.clone()));
+                }
+                pool.record(&instance, if client_done { Outcome::Failed } else { Outcome::ClientCaused });
                 tracing::warn!(request_id = %id, pool = %pool.name, instance = %instance.addr, %error, attempt, "instance failed before answering");
-                last_failure = Some(problem(
-                    StatusCode::BAD_GATEWAY,
-                    "bad-gateway",
-                    "Bad gateway",
-                    &format!("the {} gateway failed before answering", pool.name),
-                    &id,
-                ));
+                last_failure = Some(Err(Refusal::BadGateway(name())));
                 if !retryable(payload.replayable()) {
                     break;
                 }
             }
             Attempt::TimedOut => {
-                instance.record(Outcome::Failed, &pool.name, &pool.health);
+                pool.record(&instance, if client_done { Outcome::Failed } else { Outcome::ClientCaused });
                 tracing::warn!(request_id = %id, pool = %pool.name, instance = %instance.addr, attempt, "instance did not answer in time");
-                last_failure = Some(problem(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    "Gateway timeout",
-                    &format!("the {} gateway did not answer in time", pool.name),
-                    &id,
-                ));
+                last_failure = Some(Err(Refusal::Timeout(name())));
                 if !retryable(payload.replayable()) {
                     break;
                 }
             }
         }
     }
-    let failure = last_failure.unwrap_or_else(|| {
-        problem(
-            StatusCode::BAD_GATEWAY,
-            "bad-gateway",
-            "Bad gateway",
-            "the request could not be forwarded",
-            &id,
-        )
-    });
-    finish(&pool, started, failure)
+    last_failure.unwrap_or(Err(Refusal::BadGateway(name())))
+}
+
+fn is_event_stream(response: &Response<Incoming>) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
 /// One attempt, bounded by the attempt timeout (to response headers).
@@ -326,31 +458,24 @@ async fn send(state: &RouterState, pool: &Pool, request: Request<Body>) -> Attem
     match tokio::time::timeout(state.cfg.attempt_timeout, pool.client.request(request)).await {
         Ok(Ok(response)) => Attempt::Answered(response),
         Ok(Err(e)) if e.is_connect() => Attempt::NotSent(e.to_string()),
-        Ok(Err(e)) => Attempt::Failed(e.to_string()),
+        Ok(Err(e)) => Attempt::Failed(e),
         Err(_) => Attempt::TimedOut,
     }
 }
 
 /// The instance's response, streamed to the client; the guards live until the body ends.
-fn stream_back(
-    response: Response<Incoming>,
-    in_flight: InFlight,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> Response<Body> {
+fn stream_back(response: Response<Incoming>, in_flight: InFlight, slot: Option<Slot>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let guards = (in_flight, permit);
-    let body = body.map_frame(move |frame| {
-        let _ = &guards;
-        frame
-    });
-    Response::from_parts(parts, Body::new(body))
+    Response::from_parts(parts, Body::new(Guarded::new(body, (in_flight, slot))))
 }
 
-fn finish(pool: &Pool, started: Instant, response: Response<Body>) -> Response<Body> {
+/// Counts every answer, the router's own included.
+pub fn respond(pool: Option<&str>, started: Instant, response: Response<Body>) -> Response<Body> {
+    let pool = pool.unwrap_or("none").to_owned();
     let status = response.status().as_u16().to_string();
-    metrics::counter!("router_requests_total", "pool" => pool.name.clone(), "status" => status).increment(1);
-    metrics::histogram!("router_request_duration_seconds", "pool" => pool.name.clone())
+    metrics::counter!("router_requests_total", "pool" => pool.clone(), "status" => status).increment(1);
+    metrics::histogram!("router_request_duration_seconds", "pool" => pool)
         .record(started.elapsed().as_secs_f64());
     response
 }

@@ -16,31 +16,53 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use mesh_core::admin::{self, Readiness};
 use mesh_core::shutdown::Drain;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::body::Guarded;
+use crate::conn::{self, Activity, Closed, Connections, WriteDeadline};
 use crate::framing::FramingGuard;
 use crate::state::RouterState;
 use crate::{proxy, status};
 
-/// Paths the router answers itself; everything else is classified and forwarded.
-const OWN_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/mesh/status", "/openapi.json"];
+/// Paths the router answers itself on its public port; everything else is classified and
+/// forwarded. `/metrics` and `/mesh/status` show instance addresses and breaker states, so they
+/// live on the admin listener ([`admin_routes`]) unless `admin_on_public_port` is set.
+const PUBLIC_OWN_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
+const ADMIN_PATHS: &[&str] = &["/metrics", "/mesh/status"];
 
-/// Accepts connections until `drain` fires, then lets open ones finish (at most 10 s).
-pub async fn run(listener: TcpListener, state: Arc<RouterState>, drain: Drain) -> anyhow::Result<()> {
-    let readiness = Readiness::new(drain.clone());
-    readiness.set_started();
-    let own = admin::router(readiness).merge(
+/// The router's own routes: probes, metrics, status and the merged OpenAPI document.
+pub fn admin_routes(state: Arc<RouterState>, readiness: Readiness) -> Router {
+    admin::router(readiness).merge(
         Router::new()
             .route("/mesh/status", get(status::status_page))
             .route("/openapi.json", get(status::openapi))
-            .with_state(state.clone()),
-    );
+            .with_state(state),
+    )
+}
 
-    let limits = &state.cfg.limits;
+/// Serves the admin routes on `listener` until `drain` fires.
+pub async fn run_admin(listener: TcpListener, state: Arc<RouterState>, readiness: Readiness, drain: Drain) {
+    let app = admin_routes(state, readiness);
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(drain.signaled()).await {
+        tracing::warn!(error = %e, "admin listener failed");
+    }
+}
+
+/// Accepts connections until `drain` fires, then lets open ones finish (at most 10 s).
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<RouterState>,
+    readiness: Readiness,
+    drain: Drain,
+) -> anyhow::Result<()> {
+    readiness.set_started();
+    let own = admin_routes(state.clone(), readiness);
+
+    let limits = state.cfg.limits.clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -52,8 +74,14 @@ pub async fn run(listener: TcpListener, state: Arc<RouterState>, drain: Drain) -
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+        .max_send_buf_size(limits.h2_max_send_buf_size)
+        .keep_alive_interval(Some(limits.h2_keep_alive_interval))
+        .keep_alive_timeout(limits.h2_keep_alive_timeout);
+    let builder = Arc::new(builder);
 
+    let connections = Connections::new(&limits);
     let graceful = GracefulShutdown::new();
     let stop = drain.signaled();
     tokio::pin!(stop);
@@ -69,27 +97,24 @@ pub async fn run(listener: TcpListener, state: Arc<RouterState>, drain: Drain) -
                         continue;
                     }
                 };
+                // Counted caps, refused at once: a trusted proxy carries many clients, so only
+                // the global cap holds it.
+                let per_client = !state.cfg.trusted_proxies.contains(peer.ip());
+                let slot = match connections.admit(peer.ip(), per_client) {
+                    Ok(slot) => slot,
+                    Err(reason) => {
+                        reason.count();
+                        tracing::debug!(%peer, reason = reason.as_str(), "connection refused");
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
-                let (stream, ambiguous) = FramingGuard::new(stream);
-                let state = state.clone();
-                let own = own.clone();
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let state = state.clone();
-                    let own = own.clone();
-                    let ambiguous = ambiguous.swap(false, std::sync::atomic::Ordering::AcqRel);
-                    async move {
-                        if ambiguous {
-                            return Ok::<_, Infallible>(refuse_ambiguous(&request));
-                        }
-                        Ok::<_, Infallible>(handle(state, own, peer, request).await)
-                    }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
+                let connection =
+                    serve_connection(stream, peer, state.clone(), own.clone(), builder.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    connection.await;
+                    drop(slot);
                 });
             }
             () = &mut stop => break,
@@ -101,6 +126,55 @@ pub async fn run(listener: TcpListener, state: Arc<RouterState>, drain: Drain) -
         () = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("connections still open 10s after shutdown; closing them"),
     }
     Ok(())
+}
+
+/// One client connection, from its first byte to its end, under the connection deadlines:
+/// silent sockets are closed after `first_byte_timeout`, a first request head that does not
+/// arrive in `header_read_timeout` (HTTP/1 or HTTP/2 preface alike) and an idle connection
+/// after `idle_timeout` are dropped ([`conn::watch`]), and writes to a client that stopped
+/// reading fail after `write_timeout` ([`WriteDeadline`]).
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<RouterState>,
+    own: Router,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+) {
+    let limits = state.cfg.limits.clone();
+    if !conn::first_byte(&stream, limits.first_byte_timeout).await {
+        Closed::FirstByte.count();
+        return;
+    }
+    let (stream, ambiguous) = FramingGuard::new(stream);
+    let stream = WriteDeadline::new(stream, limits.write_timeout);
+    let activity = Activity::new();
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let in_flight = activity.begin();
+            let state = state.clone();
+            let own = own.clone();
+            let ambiguous = ambiguous.swap(false, std::sync::atomic::Ordering::AcqRel);
+            async move {
+                let response = if ambiguous {
+                    refuse_ambiguous(&request)
+                } else {
+                    handle(state, own, peer, request).await
+                };
+                // The request is in flight until its response body has been sent.
+                let (parts, body) = response.into_parts();
+                Ok::<_, Infallible>(Response::from_parts(parts, Body::new(Guarded::new(body, in_flight))))
+            }
+        })
+    };
+    let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+    let ended = async {
+        if let Err(e) = connection.await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    };
+    conn::watch(ended, activity, &limits).await;
 }
 
 /// 400 for a request that carried both Content-Length and Transfer-Encoding; the connection
@@ -125,11 +199,29 @@ async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    if OWN_PATHS.contains(&request.uri().path()) {
-        return match own.oneshot(request.map(Body::new)).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
+    let path = request.uri().path();
+    if PUBLIC_OWN_PATHS.contains(&path) {
+        return own_answer(own, request).await;
+    }
+    if ADMIN_PATHS.contains(&path) {
+        if !state.cfg.admin_on_public_port {
+            let id = crate::headers::request_id(request.headers());
+            return proxy::Refusal::NotFound.problem(&id);
+        }
+        // Never before the rate limit: these pages cost more than a forwarded request.
+        let client = state.cfg.trusted_proxies.client_addr(peer.ip(), request.headers());
+        if !state.limiter.allow(client).await {
+            let id = crate::headers::request_id(request.headers());
+            return proxy::Refusal::RateLimited.problem(&id);
+        }
+        return own_answer(own, request).await;
     }
     proxy::forward(state, peer, request).await
+}
+
+async fn own_answer(own: Router, request: Request<Incoming>) -> Response<Body> {
+    match own.oneshot(request.map(Body::new)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }

@@ -170,6 +170,8 @@ impl Drop for Component {
 #[derive(Debug)]
 pub struct Mesh {
     pub components: Vec<Component>,
+    /// The router's admin listener (`/metrics`, `/mesh/status`), when the edge runs.
+    pub router_admin: Option<SocketAddr>,
 }
 
 /// Listeners bound up front, so every component knows every address before any starts.
@@ -210,7 +212,7 @@ impl Mesh {
             }
         }
 
-        let mut mesh = Mesh { components: Vec::new() };
+        let mut mesh = Mesh { components: Vec::new(), router_admin: None };
         let keys: Vec<(Kind, u16)> = bound.listeners.keys().copied().collect();
         for (kind, replica) in keys {
             let listener = bound.listeners.remove(&(kind, replica)).expect("bound above");
@@ -275,9 +277,19 @@ impl Mesh {
                         cfg.pools
                             .insert(pool.into(), gateway_router::config::Pool::of(bound.instances(kind)));
                     }
+                    let admin_port = if opts.fixed_ports { cfg.admin_listen.port() } else { 0 };
+                    cfg.admin_listen = SocketAddr::new(opts.host, admin_port);
                     (opts.configure_router)(&mut cfg);
+                    // Bound once and shared by every start, so a restarted router keeps its
+                    // admin address (`/metrics`, `/mesh/status`).
+                    let admin = std::net::TcpListener::bind(cfg.admin_listen)
+                        .with_context(|| format!("router: cannot listen on {} (admin)", cfg.admin_listen))?;
+                    admin.set_nonblocking(true)?;
+                    mesh.router_admin = Some(admin.local_addr()?);
                     mesh.spawn(kind, replica, listener, move |l, s| {
-                        gateway_router::serve(cfg.clone(), l, s)
+                        let cfg = cfg.clone();
+                        let admin = admin.try_clone().and_then(TcpListener::from_std);
+                        async move { gateway_router::serve_with_admin(cfg, l, Some(admin?), s).await }
                     })?;
                 }
             }

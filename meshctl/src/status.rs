@@ -7,8 +7,8 @@ use serde_json::Value;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct StatusArgs {
-    /// The router to ask.
-    #[arg(long, env = "MESH_ROUTER", default_value = "http://127.0.0.1:8080")]
+    /// The router's admin listener to ask (`/mesh/status` is not served on the public port).
+    #[arg(long, env = "MESH_ROUTER_ADMIN", default_value = "http://127.0.0.1:9080")]
     router: String,
 }
 

@@ -101,6 +101,9 @@ fn print_summary(args: &UpArgs, mesh: &Mesh, admin: SocketAddr) {
         println!("  {:<16} {}", c.name(), c.addr);
     }
     println!("  {:<16} http://{admin}/healthz  /readyz  /metrics", "admin");
+    if let Some(router_admin) = mesh.router_admin {
+        println!("  {:<16} http://{router_admin}/mesh/status  /metrics  (router admin)", "status");
+    }
     println!("\nSend every request to the router: http://{router}\n");
     println!("Try it (copy and paste):\n");
     println!("{}", walkthrough(router));

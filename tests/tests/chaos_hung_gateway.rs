@@ -18,7 +18,7 @@ async fn a_gateway_that_hangs_is_timed_out_and_ejected() {
     // The chaos schedule: the signal lands 2 s into the load.
     let freezer = signal_later_and_time_ejection(
         chaos.http.clone(),
-        chaos.base.clone(),
+        chaos.admin_base.clone(),
         pid,
         "STOP",
         Duration::from_secs(2),

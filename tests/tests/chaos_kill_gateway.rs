@@ -20,7 +20,7 @@ async fn killing_one_identity_gateway_under_load_loses_no_request() {
     // The chaos schedule: the signal lands 3 s into the load.
     let killer = signal_later_and_time_ejection(
         chaos.http.clone(),
-        chaos.base.clone(),
+        chaos.admin_base.clone(),
         pid,
         "KILL",
         Duration::from_secs(3),

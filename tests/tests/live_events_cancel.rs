@@ -16,7 +16,8 @@ async fn client_disconnect_cancels_the_upstream_stream() {
     let t = TestMesh::start().await;
     let (_, token, _) = t.user("live-cancel@example.com").await;
     let scrape = || async {
-        let text = t.http.get(format!("{}/metrics", t.base)).send().await.unwrap().text().await.unwrap();
+        let text =
+            t.http.get(format!("{}/metrics", t.admin_base)).send().await.unwrap().text().await.unwrap();
         (
             metric(&text, "analytics_watchers_cancelled_total"),
             metric(&text, "analytics_watchers_active"),

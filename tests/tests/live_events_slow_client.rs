@@ -25,7 +25,8 @@ async fn a_slow_sse_client_does_not_grow_gateway_memory() {
     .await;
     let (user, token, _) = t.user("live-slow@example.com").await;
     let scrape = || async {
-        let text = t.http.get(format!("{}/metrics", t.base)).send().await.unwrap().text().await.unwrap();
+        let text =
+            t.http.get(format!("{}/metrics", t.admin_base)).send().await.unwrap().text().await.unwrap();
         (
             metric(&text, "gateway_streams_active"),
             metric(&text, "gateway_stream_buffered_events"),

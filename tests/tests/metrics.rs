@@ -88,7 +88,8 @@ async fn metrics_parse_and_count_known_traffic_including_a_fallback_and_a_retry(
     let (_, token, _) = t.user("metrics@example.com").await;
     let (_, never_read, _) = t.user("never-read@example.com").await;
     let scrape = || async {
-        let text = t.http.get(format!("{}/metrics", t.base)).send().await.unwrap().text().await.unwrap();
+        let text =
+            t.http.get(format!("{}/metrics", t.admin_base)).send().await.unwrap().text().await.unwrap();
         parse(&text).unwrap_or_else(|e| panic!("/metrics is not Prometheus text: {e}"))
     };
 

@@ -42,7 +42,7 @@ fn artefacts() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_a_stopped_gateway_as_down_within_seconds() {
     let mut t = TestMesh::start().await;
-    let url = format!("{}/mesh/status", t.base);
+    let url = format!("{}/mesh/status", t.admin_base);
     let profile = std::env::temp_dir().join(format!("mesh-chromium-{}", mesh_core::ids::new_id()));
     let dom = |profile: PathBuf, url: String| {
         tokio::task::spawn_blocking(move || {

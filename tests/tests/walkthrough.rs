@@ -160,7 +160,11 @@ async fn the_readme_walkthrough_works_end_to_end() {
     for path in ["/v1/auth/register", "/v1/users/me", "/v1/orders", "/v1/dashboard"] {
         assert!(openapi.body["paths"].get(path).is_some(), "merged document lacks {path}");
     }
-    let status = t.call(Method::GET, "/mesh/status", None, None).await;
+    // Its view of the pools is on its admin listener only.
+    t.call(Method::GET, "/mesh/status", None, None).await.assert_problem(404);
+    let status: serde_json::Value =
+        t.http.get(format!("{}/mesh/status", t.admin_base)).send().await.unwrap().json().await.unwrap();
+    let status = support::Answer { status: StatusCode::OK, headers: Default::default(), body: status };
     let pools = status.body["pools"].as_array().unwrap();
     assert_eq!(pools.len(), 2);
     assert!(pools.iter().all(|p| p["healthy_instances"] == 2), "{:?}", status.body);

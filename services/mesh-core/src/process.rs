@@ -41,6 +41,38 @@ where
     F: FnOnce(C, TcpListener, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    run_inner(name, sources, true, |cfg, listener, _admin, shutdown| serve(cfg, listener, shutdown)).await
+}
+
+/// [`run_with`] for a component that serves its own admin listener (bound here, on
+/// `admin_listen`), with routes of its own beside the probes, like the router's `/mesh/status`.
+pub async fn run_with_own_admin<C, F, Fut>(
+    name: &'static str,
+    sources: Sources,
+    serve: F,
+) -> anyhow::Result<()>
+where
+    C: DeserializeOwned + Serialize + Default + Listens,
+    F: FnOnce(C, TcpListener, TcpListener, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    run_inner(name, sources, false, |cfg, listener, admin: Option<TcpListener>, shutdown| {
+        serve(cfg, listener, admin.expect("bound for a component serving its own admin"), shutdown)
+    })
+    .await
+}
+
+async fn run_inner<C, F, Fut>(
+    name: &'static str,
+    sources: Sources,
+    serve_admin: bool,
+    serve: F,
+) -> anyhow::Result<()>
+where
+    C: DeserializeOwned + Serialize + Default + Listens,
+    F: FnOnce(C, TcpListener, Option<TcpListener>, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     crate::telemetry::init(name);
     let cfg: C = sources.load()?;
     let listener = TcpListener::bind(cfg.listen())
@@ -58,7 +90,12 @@ where
 
     let drain = Drain::new();
     let readiness = Readiness::new(drain.clone());
-    tokio::spawn(admin::serve(admin_listener, readiness.clone()));
+    let own_admin = if serve_admin {
+        tokio::spawn(admin::serve(admin_listener, readiness.clone()));
+        None
+    } else {
+        Some(admin_listener)
+    };
     tokio::spawn({
         let drain = drain.clone();
         async move {
@@ -69,7 +106,7 @@ where
     // The listener is bound, so connections queue from here on; the component accepts them as
     // soon as it has connected to its store.
     readiness.set_started();
-    let result = serve(cfg, listener, Box::pin(drain.signaled())).await;
+    let result = serve(cfg, listener, own_admin, Box::pin(drain.signaled())).await;
     tracing::info!("{name} stopped");
     result
 }

@@ -67,6 +67,8 @@ pub(crate) struct Chaos {
     pub(crate) router: Component,
     pub(crate) http: reqwest::Client,
     pub(crate) base: String,
+    /// The router's admin listener: `/metrics`, `/mesh/status`.
+    pub(crate) admin_base: String,
 }
 
 impl Chaos {
@@ -152,16 +154,20 @@ impl Chaos {
         // All test traffic comes from one address.
         cfg.limits.per_client_rps = 0;
         tweak(&mut cfg);
-        let router = Component::start(|listener, shutdown| gateway_router::serve(cfg, listener, shutdown))
-            .await
-            .unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_base = format!("http://{}", admin.local_addr().unwrap());
+        let router = Component::start(|listener, shutdown| {
+            gateway_router::serve_with_admin(cfg, listener, Some(admin), shutdown)
+        })
+        .await
+        .unwrap();
         let base = format!("http://{}", router.addr);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .pool_max_idle_per_host(64)
             .build()
             .unwrap();
-        let chaos = Self { _redis: redis, services, identity, business, router, http, base };
+        let chaos = Self { _redis: redis, services, identity, business, router, http, base, admin_base };
         assert!(
             chaos.wait_healthy("identity", 2).await && chaos.wait_healthy("business", 2).await,
             "gateways never became healthy"
@@ -171,7 +177,7 @@ impl Chaos {
 
     /// `/mesh/status` of the router.
     pub(crate) async fn status(&self) -> Value {
-        self.http.get(format!("{}/mesh/status", self.base)).send().await.unwrap().json().await.unwrap()
+        self.http.get(format!("{}/mesh/status", self.admin_base)).send().await.unwrap().json().await.unwrap()
     }
 
     /// Whether `addr` of `pool` is healthy in the router's view.
@@ -306,7 +312,7 @@ pub(crate) async fn mixed_request(
 }
 
 /// Sends `signal` to `pid` after `delay` (the chaos schedule), then waits (at most 5 s) until the
-/// router at `base` shows `victim` unhealthy; the time that took, if it did.
+/// router whose admin listener is `base` shows `victim` unhealthy; the time that took, if it did.
 pub(crate) fn signal_later_and_time_ejection(
     http: reqwest::Client,
     base: String,

@@ -29,6 +29,8 @@ pub(crate) struct TestMesh {
     pub(crate) http: reqwest::Client,
     /// `http://<router>`.
     pub(crate) base: String,
+    /// `http://<router admin>`: `/metrics`, `/mesh/status`.
+    pub(crate) admin_base: String,
     /// The PKCS#8 PEM of the key auth signs with, so tests can mint tokens of their own.
     pub(crate) signing_pem: String,
 }
@@ -115,8 +117,9 @@ impl TestMesh {
         let mesh = Mesh::start(opts).await.expect("mesh starts");
         mesh.wait_ready(Duration::from_secs(20)).await.expect("mesh ready");
         let base = format!("http://{}", mesh.addr(Kind::Router));
+        let admin_base = format!("http://{}", mesh.router_admin.expect("the router runs"));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
-        Self { mesh, redis, http, base, signing_pem }
+        Self { mesh, redis, http, base, admin_base, signing_pem }
     }
 
     /// Sends a request through the router. `auth` is a bearer token or `key:<api key>`.

@@ -102,7 +102,8 @@ impl ServiceChaos {
         }
         let mut router_cfg = gateway_router::Config { pools, ..gateway_router::Config::default() };
         router_cfg.limits.per_client_rps = 0;
-        let router = Component::start(|l, s| gateway_router::serve(router_cfg, l, s)).await.unwrap();
+        let router =
+            Component::start(|l, s| gateway_router::serve_with_admin(router_cfg, l, None, s)).await.unwrap();
         let base = format!("http://{}", router.addr);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
         let ready = mesh_tests::wait_until(Duration::from_secs(20), || {

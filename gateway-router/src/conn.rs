@@ -1,0 +1,351 @@
+//! What one client connection may hold: admission by count, and the deadlines that close it.
+//!
+//! hyper bounds a request head (`header_read_timeout`) but not what surrounds it: the
+//! HTTP/1-vs-HTTP/2 detection of hyper-util's auto builder reads its preface with no deadline,
+//! a connection may stay open idle, and a client that stops reading its response holds the
+//! write forever. The three pieces here close those gaps:
+//! - [`Connections`]: a global cap and a per-address cap, refused at accept;
+//! - [`Activity`] + [`watch`]: the first-request and idle deadlines of one connection;
+//! - [`WriteDeadline`]: an IO wrapper that fails a write making no progress for too long.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+use crate::config::ClientLimits;
+
+/// Why a connection was refused at accept or closed by a deadline (the metric's `reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// `limits.max_connections` reached.
+    GlobalCap,
+    /// `limits.max_connections_per_client` reached for this address.
+    ClientCap,
+    /// No byte within `limits.first_byte_timeout`.
+    FirstByte,
+    /// The first request's head did not arrive within `limits.header_read_timeout`.
+    Head,
+    /// No request in flight for `limits.idle_timeout`.
+    Idle,
+}
+
+impl Closed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GlobalCap => "global_cap",
+            Self::ClientCap => "client_cap",
+            Self::FirstByte => "first_byte_timeout",
+            Self::Head => "header_timeout",
+            Self::Idle => "idle_timeout",
+        }
+    }
+
+    pub fn count(self) {
+        metrics::counter!("router_connections_closed_total", "reason" => self.as_str()).increment(1);
+    }
+}
+
+// === impl Connections ===
+
+/// Open client connections, in all and per address.
+#[derive(Debug)]
+pub struct Connections {
+    max: usize,
+    max_per_client: usize,
+    open: AtomicUsize,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Connections {
+    pub fn new(limits: &ClientLimits) -> Arc<Self> {
+        Arc::new(Self {
+            max: limits.max_connections,
+            max_per_client: limits.max_connections_per_client,
+            open: AtomicUsize::new(0),
+            per_client: Mutex::default(),
+        })
+    }
+
+    /// A slot for a connection from `peer`, held until the slot drops. `per_client` is false
+    /// for a trusted proxy, which carries many clients on its connections.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr, per_client: bool) -> Result<Slot, Closed> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Closed::GlobalCap);
+        }
+        let keyed = if per_client {
+            let mut table = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+            let count = table.entry(peer).or_insert(0);
+            if *count >= self.max_per_client {
+                drop(table);
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                return Err(Closed::ClientCap);
+            }
+            *count += 1;
+            Some(peer)
+        } else {
+            None
+        };
+        metrics::gauge!("router_connections_open").increment(1.0);
+        Ok(Slot { connections: self.clone(), peer: keyed })
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// One admitted connection.
+#[derive(Debug)]
+pub struct Slot {
+    connections: Arc<Connections>,
+    peer: Option<IpAddr>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(peer) = self.peer {
+            let mut table = self.connections.per_client.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(count) = table.get_mut(&peer) {
+                *count -= 1;
+                if *count == 0 {
+                    table.remove(&peer);
+                }
+            }
+        }
+        self.connections.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("router_connections_open").decrement(1.0);
+    }
+}
+
+// === impl Activity ===
+
+/// What a connection is doing, for its deadlines: requests begun, requests in flight (until
+/// their response body ends), and when that count last changed.
+#[derive(Debug)]
+pub struct Activity {
+    opened: Instant,
+    begun: AtomicU64,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened`.
+    last_change: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            opened: Instant::now(),
+            begun: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_change: AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.opened.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+        self.last_change.store(ms, Ordering::Release);
+    }
+
+    /// A request has begun; it is in flight until the guard drops (with its response body).
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.begun.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        InFlight(self.clone())
+    }
+
+    /// When the connection is due to close, and why; `None` while a request is in flight.
+    fn deadline(&self, limits: &ClientLimits) -> Option<(Instant, Closed)> {
+        if self.begun.load(Ordering::Acquire) == 0 {
+            return Some((self.opened + limits.header_read_timeout, Closed::Head));
+        }
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = self.opened + Duration::from_millis(self.last_change.load(Ordering::Acquire));
+        Some((last + limits.idle_timeout, Closed::Idle))
+    }
+}
+
+/// A request in flight on a connection.
+#[derive(Debug)]
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+    }
+}
+
+/// Drives `connection` until it ends or a deadline of `activity` passes (then drops it, which
+/// closes the socket). The first byte is awaited by the caller (`first_byte`), before hyper
+/// is involved.
+pub async fn watch<F: Future>(connection: F, activity: Arc<Activity>, limits: &ClientLimits) {
+    tokio::pin!(connection);
+    loop {
+        let (until, reason) = match activity.deadline(limits) {
+            Some(due) => due,
+            // A request is in flight: look again after an idle period.
+            None => (Instant::now() + limits.idle_timeout, Closed::Idle),
+        };
+        tokio::select! {
+            _ = &mut connection => return,
+            () = tokio::time::sleep_until(until.into()) => {
+                if activity.deadline(limits).is_some_and(|(due, _)| due <= Instant::now()) {
+                    reason.count();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits until `stream` has something to read (or is closed), at most `timeout`.
+pub async fn first_byte(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    matches!(tokio::time::timeout(timeout, stream.readable()).await, Ok(Ok(())))
+}
+
+// === impl WriteDeadline ===
+
+/// Fails a write to the client that makes no progress for `timeout`: hyper then ends the
+/// connection, releasing its buffers, its request's pool slot and the upstream connection.
+pub struct WriteDeadline<T> {
+    inner: T,
+    timeout: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    pub fn new(inner: T, timeout: Duration) -> Self {
+        Self { inner, timeout, stalled: None }
+    }
+
+    /// Called when the inner write is pending: arms the stall timer (registering the waker
+    /// with it, so the write is polled again when it fires) and reports whether it has fired.
+    fn stalled_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.timeout;
+        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            metrics::counter!("router_connections_closed_total", "reason" => "write_timeout").increment(1);
+            return true;
+        }
+        false
+    }
+}
+
+fn write_timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading its response")
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending if self.stalled_too_long(cx) => Poll::Ready(Err(write_timed_out())),
+            Poll::Pending => Poll::Pending,
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending if self.stalled_too_long(cx) => Poll::Ready(Err(write_timed_out())),
+            Poll::Pending => Poll::Pending,
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending if self.stalled_too_long(cx) => Poll::Ready(Err(write_timed_out())),
+            Poll::Pending => Poll::Pending,
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caps_refuse_past_their_counts_and_free_on_drop() {
+        let limits =
+            ClientLimits { max_connections: 3, max_connections_per_client: 2, ..ClientLimits::default() };
+        let connections = Connections::new(&limits);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = connections.admit(a, true).unwrap();
+        let _a2 = connections.admit(a, true).unwrap();
+        assert_eq!(connections.admit(a, true).unwrap_err(), Closed::ClientCap);
+        let _b1 = connections.admit(b, true).unwrap();
+        assert_eq!(connections.admit(b, true).unwrap_err(), Closed::GlobalCap);
+        drop(a1);
+        let _a3 = connections.admit(a, true).expect("a freed slot is reusable");
+        assert_eq!(connections.open(), 3);
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_held_only_to_the_global_cap() {
+        let limits =
+            ClientLimits { max_connections: 10, max_connections_per_client: 1, ..ClientLimits::default() };
+        let connections = Connections::new(&limits);
+        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
+        let slots: Vec<_> = (0..5).map(|_| connections.admit(proxy, false).unwrap()).collect();
+        assert_eq!(slots.len(), 5);
+    }
+
+    #[test]
+    fn deadlines_follow_what_the_connection_does() {
+        let limits = ClientLimits::default();
+        let activity = Activity::new();
+        let (_, reason) = activity.deadline(&limits).unwrap();
+        assert_eq!(reason, Closed::Head, "before the first request");
+        let in_flight = activity.begin();
+        assert!(activity.deadline(&limits).is_none(), "no deadline while a request is in flight");
+        drop(in_flight);
+        let (due, reason) = activity.deadline(&limits).unwrap();
+        assert_eq!(reason, Closed::Idle);
+        assert!(due > Instant::now() + limits.idle_timeout - Duration::from_secs(1));
+    }
+}
