@@ -37,6 +37,8 @@ pub struct Config {
     pub signing_keys: Vec<SigningKeyConfig>,
     /// Cost of the argon2id password hash. Default: m=19456 KiB, t=2, p=1 (OWASP's minimum).
     pub password_hash: PasswordHashConfig,
+    /// How many password hashes may run at once, and how long a call waits for one.
+    pub hashing: HashingConfig,
     /// API keys one user may hold at once. Default: 100.
     pub max_api_keys_per_user: u32,
 }
@@ -68,6 +70,42 @@ pub struct PasswordHashConfig {
     pub parallelism: u32,
 }
 
+/// The bound on password hashing. Each argon2id hash holds `password_hash.memory_kib` of memory
+/// and a core for its whole run, so unbounded concurrent logins are unbounded memory (a login
+/// flood once took a mesh to 7 GiB). Hashes run on their own threads, at most `max_concurrent`
+/// at once; a call waits at most `max_wait` for one (never past its own gRPC deadline), then is
+/// refused with RESOURCE_EXHAUSTED, which the gateway answers 503 + `Retry-After`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HashingConfig {
+    /// Hashes at once; `0` derives it: `min(cores, memory_budget_mib / password_hash memory)`,
+    /// at least 1. More than the cores only adds waiting inside the hash. Default: 0.
+    pub max_concurrent: usize,
+    /// Memory all concurrent hashes may hold together, for the derived `max_concurrent`.
+    /// Default: 256 (MiB), 13 hashes at the default cost.
+    pub memory_budget_mib: u64,
+    /// Longest wait for a free hashing slot before the call is refused. Default: 1s.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for HashingConfig {
+    fn default() -> Self {
+        Self { max_concurrent: 0, memory_budget_mib: 256, max_wait: Duration::from_secs(1) }
+    }
+}
+
+impl HashingConfig {
+    /// The number of hashes allowed at once with `cost`, on a machine with `cores`.
+    pub fn permits(&self, cost: PasswordHashConfig, cores: usize) -> usize {
+        if self.max_concurrent > 0 {
+            return self.max_concurrent;
+        }
+        let by_memory = (self.memory_budget_mib * 1024 / u64::from(cost.memory_kib.max(1))) as usize;
+        cores.min(by_memory).max(1)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -82,6 +120,7 @@ impl Default for Config {
             admin_emails: Vec::new(),
             signing_keys: Vec::new(),
             password_hash: PasswordHashConfig::default(),
+            hashing: HashingConfig::default(),
             max_api_keys_per_user: 100,
         }
     }
@@ -118,6 +157,10 @@ impl Config {
             );
         }
         crate::passwords::params(self.password_hash)?;
+        anyhow::ensure!(
+            self.hashing.max_concurrent > 0 || self.hashing.memory_budget_mib > 0,
+            "hashing: set max_concurrent or a memory_budget_mib above 0"
+        );
         Ok(())
     }
 }
@@ -189,6 +232,21 @@ mod tests {
         both.private_key_file = Some("/k.pem".into());
         let cfg = Config { signing_keys: vec![both], ..Config::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("exactly one"));
+    }
+
+    #[test]
+    fn hashing_slots_follow_memory_and_cores() {
+        let default = HashingConfig::default();
+        let cost = PasswordHashConfig::default();
+        // 256 MiB / 19 MiB = 13 hashes' memory; the cores bound it first on small machines.
+        assert_eq!(default.permits(cost, 2), 2);
+        assert_eq!(default.permits(cost, 64), 13);
+        let heavy = PasswordHashConfig { memory_kib: 512 * 1024, ..cost };
+        assert_eq!(default.permits(heavy, 8), 1, "never zero");
+        assert_eq!(HashingConfig { max_concurrent: 5, ..default }.permits(cost, 2), 5);
+        let cfg: Config =
+            mesh_core::config::Sources::from_env([("MESH_HASHING__MAX_WAIT", "250ms")]).load().unwrap();
+        assert_eq!(cfg.hashing.max_wait, Duration::from_millis(250));
     }
 
     #[test]

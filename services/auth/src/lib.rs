@@ -7,9 +7,9 @@
 //! tokens are not stored at all: gateways verify them against the JWKS this service publishes.
 //!
 //! # Layout
-//! - [`config`]: listen addresses, store, token lifetimes, signing keys, hashing cost.
+//! - [`config`]: listen addresses, store, token lifetimes, signing keys, hashing cost and bound.
 //! - [`validate`]: the rules every request field passes before it is used.
-//! - [`passwords`]: argon2id hashing on the blocking pool.
+//! - [`passwords`]: argon2id hashing, bounded in concurrency and wait.
 //! - [`secrets`]: random secrets for clients and the digests stored in their place.
 //! - [`keys`]: the signing keys, the shared development key, the JWK set.
 //! - [`tokens`]: access token claims and signing.
@@ -29,7 +29,7 @@ pub mod tokens;
 pub mod users;
 pub mod validate;
 
-pub use config::{Config, PasswordHashConfig, SigningKeyConfig};
+pub use config::{Config, HashingConfig, PasswordHashConfig, SigningKeyConfig};
 pub use service::AuthApi;
 
 use mesh_core::process::Shutdown;
@@ -49,7 +49,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> an
     cfg.validate()?;
     let store = Store::connect(&cfg.store).await?;
     let keys = KeySet::load(&cfg.signing_keys, &store).await?;
-    let passwords = Passwords::new(cfg.password_hash).await?;
+    let passwords = Passwords::new(cfg.password_hash, &cfg.hashing).await?;
     let tokens = AccessTokens::new(keys, cfg.issuer.clone(), cfg.audience.clone(), cfg.access_ttl);
     let api = AuthApi::new(
         Accounts::new(store.clone(), passwords, &cfg.admin_emails),

@@ -8,12 +8,36 @@ use mesh_proto::auth::{
     LogoutResponse, Principal, RefreshRequest, RegisterRequest, RegisterResponse, TokenPair,
     VerifyApiKeyRequest,
 };
+use std::time::{Duration, Instant};
+
 use tonic::{Request, Response, Status};
 
 use crate::api_keys::ApiKeys;
 use crate::sessions::Sessions;
 use crate::users::Accounts;
 use crate::validate;
+
+/// When the caller stops waiting: now plus its `grpc-timeout` (`<1..8 digits><H|M|S|m|u|n>`),
+/// read when the call arrives. `None` when it sent none (or garbage: tonic's own deadline then
+/// still bounds the call).
+fn deadline<T>(request: &Request<T>) -> Option<Instant> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Instant::now().checked_add(timeout)
+}
 
 /// The auth service: accounts, sessions and API keys over one store.
 #[derive(Debug)]
@@ -72,14 +96,16 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        let deadline = deadline(&request);
         let req = request.into_inner();
-        let user = self.accounts.register(&req.email, &req.password, &req.display_name).await?;
+        let user = self.accounts.register(&req.email, &req.password, &req.display_name, deadline).await?;
         Ok(Response::new(RegisterResponse { user_id: user.id, roles: user.roles }))
     }
 
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<TokenPair>, Status> {
+        let deadline = deadline(&request);
         let req = request.into_inner();
-        let user = self.accounts.authenticate(&req.email, &req.password).await?;
+        let user = self.accounts.authenticate(&req.email, &req.password, deadline).await?;
         Ok(Response::new(self.sessions.open(&user).await?))
     }
 
@@ -126,5 +152,31 @@ impl AuthService for AuthApi {
 
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
         Ok(Response::new(self.sessions.jwks()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_is_read_from_grpc_timeout() {
+        let with = |value: &str| {
+            let mut request = Request::new(());
+            request.metadata_mut().insert("grpc-timeout", value.parse().unwrap());
+            deadline(&request).map(|d| d.saturating_duration_since(Instant::now()))
+        };
+        let near = |got: Option<Duration>, want: Duration| {
+            got.is_some_and(|got| got <= want && want - got < Duration::from_secs(1))
+        };
+        assert!(near(with("250m"), Duration::from_millis(250)));
+        assert!(near(with("5S"), Duration::from_secs(5)));
+        assert!(near(with("2M"), Duration::from_secs(120)));
+        assert!(near(with("1H"), Duration::from_secs(3600)));
+        assert!(near(with("900000u"), Duration::from_millis(900)));
+        for garbage in ["", "m", "123456789m", "10x", "-1S", "1.5S"] {
+            assert_eq!(with(garbage), None, "{garbage:?}");
+        }
+        assert_eq!(deadline(&Request::new(())), None);
     }
 }

@@ -5,6 +5,7 @@
 //! every replica sharing the store.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use mesh_core::ServiceError;
 use mesh_core::ids::{new_id, unix_now};
@@ -56,12 +57,14 @@ impl Accounts {
         Self { store, passwords, admin_emails }
     }
 
-    /// Creates an account. All input is checked before anything is hashed or stored.
+    /// Creates an account. All input is checked before anything is hashed or stored. No hash
+    /// starts after `deadline` (the caller's).
     pub async fn register(
         &self,
         email: &str,
         password: &str,
         display_name: &str,
+        deadline: Option<Instant>,
     ) -> Result<UserRecord, ServiceError> {
         let email = validate::email(email)?;
         validate::new_password(password, &email)?;
@@ -80,7 +83,7 @@ impl Accounts {
             id: new_id(),
             email,
             display_name,
-            password_hash: self.passwords.hash(password).await?,
+            password_hash: self.passwords.hash(password, deadline).await?,
             roles,
             created_at: unix_now(),
         };
@@ -98,8 +101,13 @@ impl Accounts {
     }
 
     /// The account whose password this is. Unknown email and wrong password fail alike, in
-    /// message and (through a dummy verification) in time.
-    pub async fn authenticate(&self, email: &str, password: &str) -> Result<UserRecord, ServiceError> {
+    /// message and (through a dummy verification) in time. No hash starts after `deadline`.
+    pub async fn authenticate(
+        &self,
+        email: &str,
+        password: &str,
+        deadline: Option<Instant>,
+    ) -> Result<UserRecord, ServiceError> {
         let email = validate::email(email)?;
         validate::presented_password(password)?;
         let user = match self.store.get(&email_key(&email)).await? {
@@ -107,10 +115,10 @@ impl Accounts {
             None => None,
         };
         let Some(user) = user else {
-            self.passwords.verify_nothing(password).await?;
+            self.passwords.verify_nothing(password, deadline).await?;
             return Err(ServiceError::Unauthenticated(INVALID_CREDENTIALS.into()));
         };
-        if !self.passwords.verify(&user.password_hash, password).await? {
+        if !self.passwords.verify(&user.password_hash, password, deadline).await? {
             return Err(ServiceError::Unauthenticated(INVALID_CREDENTIALS.into()));
         }
         Ok(user)

@@ -63,6 +63,13 @@ pub struct Config {
     pub local_quota: LocalQuotaConfig,
     /// Server-sent event streams: caps, buffering, keep-alive.
     pub streams: crate::streams::StreamConfig,
+    /// Peers (CIDRs) whose `X-Forwarded-For` / `Forwarded` name the client: the rate limits
+    /// that key on the client's address see it, not the router's. Default: loopback
+    /// (`127.0.0.0/8`, `::1`), the router on the same machine; where gateways are reachable only
+    /// from the router (a NetworkPolicy), the pod network.
+    pub trusted_proxies: mesh_core::forwarded::TrustedProxies,
+    /// Login (per account and per client address) and registration (per address) throttles.
+    pub throttle: crate::identity::throttle::ThrottleConfig,
 }
 
 /// The limit a gateway applies by itself while the quota service cannot answer. A principal's
@@ -193,6 +200,8 @@ impl Config {
             cache_timeout: crate::fallback::DEFAULT_TIMEOUT,
             local_quota: LocalQuotaConfig::default(),
             streams: crate::streams::StreamConfig::default(),
+            trusted_proxies: mesh_core::forwarded::TrustedProxies::loopback(),
+            throttle: crate::identity::throttle::ThrottleConfig::default(),
         }
     }
 
@@ -248,4 +257,5 @@ pub const LIST_KEYS: &[&str] = &[
     "services.articles.endpoints",
     "services.analytics.endpoints",
     "cors.allowed_origins",
+    "trusted_proxies",
 ];

@@ -105,8 +105,18 @@ impl ApiError {
             }
             Code::PermissionDenied => Self::forbidden(message),
             Code::Unauthenticated => Self::unauthorized(message),
+            // A service at a bound it keeps (e.g. auth's password-hashing slots): the service's
+            // capacity, not this client's rate, so 503 to retry shortly, and not this gateway's
+            // fault. (Client rate limits are decided here, at the edge, and answered 429.)
             Code::ResourceExhausted => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests", message)
+                tracing::info!(service, status = %message, "service at capacity");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "Service overloaded",
+                    format!("the {service} service is at capacity, try again shortly"),
+                )
+                .service_fault()
             }
             Code::Unavailable => {
                 tracing::warn!(service, status = %message, "service unavailable");
@@ -185,7 +195,7 @@ mod tests {
             (Code::InvalidArgument, 400),
             (Code::PermissionDenied, 403),
             (Code::Unauthenticated, 401),
-            (Code::ResourceExhausted, 429),
+            (Code::ResourceExhausted, 503),
             (Code::Unavailable, 503),
             (Code::DeadlineExceeded, 504),
             (Code::Cancelled, 504),

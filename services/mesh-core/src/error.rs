@@ -28,6 +28,11 @@ pub enum ServiceError {
     /// A dependency (the store, another service) is down; the caller may retry elsewhere or later.
     #[error("{0}")]
     Unavailable(String),
+    /// This replica is at a bound it keeps on purpose (e.g. concurrent password hashes) and
+    /// refused the call rather than queue it; retry shortly. Unlike `Unavailable` it says nothing
+    /// about the replica's health, so breakers do not count it.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A bug or an unexpected state. The cause is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -71,6 +76,7 @@ impl From<ServiceError> for tonic::Status {
             ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
             ServiceError::Aborted(m) => Status::aborted(m),
             ServiceError::Unavailable(m) => Status::unavailable(m),
+            ServiceError::ResourceExhausted(m) => Status::resource_exhausted(m),
             ServiceError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 Status::internal("internal error")
@@ -95,6 +101,7 @@ mod tests {
             (ServiceError::FailedPrecondition("x".into()), Code::FailedPrecondition),
             (ServiceError::Aborted("x".into()), Code::Aborted),
             (ServiceError::Unavailable("x".into()), Code::Unavailable),
+            (ServiceError::ResourceExhausted("x".into()), Code::ResourceExhausted),
         ];
         for (err, code) in cases {
             assert_eq!(tonic::Status::from(err).code(), code);

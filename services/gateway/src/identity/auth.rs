@@ -13,6 +13,7 @@ use crate::authn::Principal;
 use crate::clients::grpc;
 use crate::context::RequestId;
 use crate::error::ApiError;
+use crate::identity::throttle::{ClientAddr, Throttle};
 use crate::json::{ValidJson, ValidQuery};
 use crate::page::{PageParams, next_cursor};
 use crate::state::AppState;
@@ -97,12 +98,15 @@ pub struct ApiKeyPage {
 }
 
 #[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = RegisterBody,
-    responses((status = 201, body = Registered), (status = 400, description = "invalid field"), (status = 409, description = "email taken")))]
+    responses((status = 201, body = Registered), (status = 400, description = "invalid field"), (status = 409, description = "email taken"),
+        (status = 429, description = "too many registrations from this address")))]
 pub async fn register(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
+    ClientAddr(client): ClientAddr,
     ValidJson(body): ValidJson<RegisterBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    Throttle::of(&state).register(client).await?;
     let deadlines = state.clients.deadlines();
     let request = pb::RegisterRequest {
         email: body.email.clone(),
@@ -131,21 +135,37 @@ pub async fn register(
 }
 
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginBody,
-    responses((status = 200, body = TokenPair), (status = 401, description = "invalid email or password")))]
+    responses((status = 200, body = TokenPair), (status = 401, description = "invalid email or password"),
+        (status = 429, description = "too many failed logins for this account or address")))]
 pub async fn login(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
+    ClientAddr(client): ClientAddr,
     ValidJson(body): ValidJson<LoginBody>,
 ) -> Result<Json<TokenPair>, ApiError> {
+    let attempt = Throttle::of(&state).begin_login(&body.email, client).await?;
     let request = pb::LoginRequest { email: body.email, password: body.password };
-    let pair = state
-        .clients
-        .auth
-        .clone()
-        .login(grpc(&rid, state.clients.deadlines().auth, request))
-        .await
-        .map_err(|s| ApiError::from_status("auth", &s))?;
+    let answer = state.clients.auth.clone().login(grpc(&rid, state.clients.deadlines().auth, request)).await;
+    // Only a verdict on the password moves the counts; the answer waits for them, so the next
+    // guess already meets the lock this one earned.
+    match &answer {
+        Ok(_) => attempt.succeeded().await,
+        Err(status) if status.code() == tonic::Code::Unauthenticated => attempt.failed().await,
+        Err(_) => attempt.void().await,
+    }
+    let pair = answer.map_err(|s| ApiError::from_status("auth", &s))?;
     Ok(Json(pair.into_inner().into()))
+}
+
+/// Refuses an API key where only a person's session may act: a leaked key must not be able to
+/// mint more keys (persistence) or delete the others (locking the owner out of their tooling).
+fn session_required(principal: &Principal, action: &str) -> Result<(), ApiError> {
+    match principal.api_key_id {
+        Some(_) => Err(ApiError::forbidden(format!(
+            "an API key cannot {action} API keys; use a session's access token (`Authorization: Bearer`)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshBody,
@@ -188,13 +208,14 @@ pub async fn logout(
 }
 
 #[utoipa::path(post, path = "/v1/auth/api-keys", tag = "auth", request_body = CreateApiKeyBody,
-    responses((status = 201, body = CreatedApiKey)))]
+    responses((status = 201, body = CreatedApiKey), (status = 403, description = "called with an API key, not a session token")))]
 pub async fn create_api_key(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     ValidJson(body): ValidJson<CreateApiKeyBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    session_required(&principal, "create")?;
     let request = pb::CreateApiKeyRequest { user_id: principal.user_id, name: body.name };
     let created = state
         .clients
@@ -244,13 +265,15 @@ pub async fn list_api_keys(
 
 #[utoipa::path(delete, path = "/v1/auth/api-keys/{id}", tag = "auth",
     params(("id" = String, Path, description = "API key id")),
-    responses((status = 204, description = "deleted"), (status = 404, description = "no such key of yours")))]
+    responses((status = 204, description = "deleted"), (status = 403, description = "called with an API key, not a session token"),
+        (status = 404, description = "no such key of yours")))]
 pub async fn delete_api_key(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    session_required(&principal, "delete")?;
     let request = pb::DeleteApiKeyRequest { user_id: principal.user_id, id: id.clone() };
     state
         .clients

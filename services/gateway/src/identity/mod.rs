@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod quota;
+pub mod throttle;
 pub mod users;
 
 use axum::Router;
