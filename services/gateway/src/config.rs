@@ -127,7 +127,8 @@ pub struct JwtConfig {
     pub issuer: String,
     /// Default: `mesh`.
     pub audience: String,
-    /// Clock skew tolerated on `exp`/`nbf`. Default: 5s.
+    /// Clock skew tolerated on `exp`/`nbf`. Keep it under a minute: auth remembers a revoked
+    /// session for the access token lifetime plus one minute. Default: 5s.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
     /// How often the JWKS is fetched again from auth. Default: 5m.
@@ -136,6 +137,17 @@ pub struct JwtConfig {
     /// Least time between two fetches caused by an unknown `kid`. Default: 10s.
     #[serde(with = "humantime_serde")]
     pub jwks_min_refetch: Duration,
+    /// How long this gateway trusts that a token's session is not revoked before asking the
+    /// store again (`auth:revoked:{sid}`): the longest a logout or a refresh-token reuse takes to
+    /// stop the session's access tokens here, less one store read. `0s` asks on every request.
+    /// Default: 500ms, so a revocation reaches every gateway within a second at one store read
+    /// per session per 500 ms.
+    #[serde(with = "humantime_serde")]
+    pub revocation_cache_ttl: Duration,
+    /// Sessions whose revocation verdict this gateway keeps at most; expired verdicts, then
+    /// arbitrary ones, make room (a dropped verdict costs one store read). Default: 100000
+    /// (about 10 MiB).
+    pub revocation_cache_entries: usize,
 }
 
 impl Default for JwtConfig {
@@ -146,6 +158,8 @@ impl Default for JwtConfig {
             leeway: Duration::from_secs(5),
             jwks_refresh: Duration::from_secs(300),
             jwks_min_refetch: Duration::from_secs(10),
+            revocation_cache_ttl: Duration::from_millis(500),
+            revocation_cache_entries: 100_000,
         }
     }
 }

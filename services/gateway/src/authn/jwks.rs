@@ -7,6 +7,9 @@
 //! Every fetched key set is remembered in the store (one global entry). A gateway that has no
 //! key set and cannot reach auth (it started during an auth outage) loads that snapshot, so
 //! tokens keep verifying; the refresher keeps asking auth, more often while it fails.
+//!
+//! A token that verifies is accepted only if its session (`sid`, required) is not revoked
+//! ([`Revocations`]): that is what makes logout and refresh-token reuse stop it at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -24,6 +27,8 @@ use crate::config::JwtConfig;
 use crate::context::RequestId;
 use crate::error::ApiError;
 use crate::fallback::LastKnownGood;
+
+use super::revocations::{Checked, Revocations};
 
 /// The last-known-good key of the key set.
 const SNAPSHOT_KEY: &str = "jwks";
@@ -69,6 +74,7 @@ pub struct JwksVerifier {
     keys: RwLock<Arc<KeySet>>,
     /// Serialises fetches and remembers when the last one happened.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    revocations: Revocations,
 }
 
 impl std::fmt::Debug for JwksVerifier {
@@ -100,6 +106,8 @@ impl JwksVerifier {
         validation.validate_nbf = true;
         validation.validate_exp = true;
         validation.leeway = cfg.leeway.as_secs();
+        let revocations =
+            Revocations::new(lkg.clone(), cfg.revocation_cache_ttl, cfg.revocation_cache_entries, cfg.leeway);
         Self {
             auth,
             lkg,
@@ -108,6 +116,7 @@ impl JwksVerifier {
             min_refetch: cfg.jwks_min_refetch,
             keys: RwLock::default(),
             last_fetch: tokio::sync::Mutex::new(None),
+            revocations,
         }
     }
 
@@ -180,6 +189,7 @@ impl JwksVerifier {
     }
 
     /// Verifies `token` and returns its claims, or a 401 saying why (503 if keys are unreachable).
+    /// A token whose session was revoked is refused like an invalid one.
     pub async fn verify(&self, token: &str, request_id: &RequestId) -> Result<Claims, ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::unauthorized("the token is malformed"))?;
@@ -212,7 +222,26 @@ impl JwksVerifier {
                 _ => "the token is invalid",
             })
         })?;
-        Ok(data.claims)
+        let claims = data.claims;
+        // Every token auth issues names its session; one without could never be revoked.
+        if claims.sid.is_empty() {
+            return Err(ApiError::unauthorized("the token lacks a required claim"));
+        }
+        if let Some(checked) = self.revocations.revoked(&claims.sid, claims.exp).await {
+            metrics::counter!("gateway_authn_revoked_total", "credential" => "token").increment(1);
+            // Logged once per session and gateway (when the store said so); a revoked token
+            // replayed later is answered from the cache and only counted.
+            if checked == Checked::Store {
+                tracing::info!(
+                    request_id = request_id.as_str(),
+                    user_id = %claims.sub,
+                    session_id = %claims.sid,
+                    "access token refused: its session was revoked"
+                );
+            }
+            return Err(ApiError::unauthorized("the token's session has been revoked"));
+        }
+        Ok(claims)
     }
 
     fn key(&self, kid: &str) -> Option<DecodingKey> {

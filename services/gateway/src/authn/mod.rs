@@ -4,9 +4,14 @@
 //! principal, meters the request against its quota, and adds the `RateLimit-*` headers. An
 //! answer metered locally because the quota service was down is marked `x-mesh-fallback:
 //! degraded` (unless the handler marked it already: its mark says more about the body).
+//!
+//! Revocation reaches every gateway within a second: a token's session is checked against the
+//! revoked sessions auth marks in the store ([`revocations`], behind a local cache of 500 ms),
+//! and a deleted API key's shared cache entry is dropped and tombstoned ([`ApiKeyVerifier`]).
 
 mod api_keys;
 mod jwks;
+pub mod revocations;
 
 pub use api_keys::ApiKeyVerifier;
 pub use jwks::{Claims, JwksVerifier};

@@ -92,9 +92,22 @@ impl LastKnownGood {
         })
     }
 
+    /// The raw value of `key`, a key outside the snapshot family that another component writes
+    /// (auth's revoked-session markers), through the same guard: `None` when the store failed or
+    /// rests, `Some(None)` when the key is absent.
+    pub async fn peek(&self, key: &str) -> Option<Option<String>> {
+        self.guard("peek", key, self.store.get(key)).await
+    }
+
     /// Drops what is remembered under `key`; returns whether the store answered.
     pub async fn forget(&self, key: &str) -> bool {
         self.guard("forget", key, self.store.delete(&full_key(key))).await.is_some()
+    }
+
+    /// Makes the tier rest as if the store had just failed, for tests of what fails open.
+    #[cfg(test)]
+    pub(crate) fn rest_for_test(&self) {
+        self.rest("test", "-", "rested by a test");
     }
 
     fn resting(&self) -> bool {
