@@ -21,6 +21,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// Live events (`WatchEvents`).
     pub live: LiveConfig,
+    /// Longest an event's properties may be, as JSON; a longer event is refused with
+    /// `OUT_OF_RANGE` (413 at the gateway). Bounds what one event stores in its owner's live log
+    /// (the per-property rules alone allow 32 × 512 characters, up to ~70 KiB). Default: 4096.
+    pub max_properties_bytes: usize,
 }
 
 impl Default for Config {
@@ -31,6 +35,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             store: StoreConfig::default(),
             live: LiveConfig::default(),
+            max_properties_bytes: 4096,
         }
     }
 }
@@ -59,5 +64,23 @@ mod tests {
         let cfg: Config = Sources::from_env([("REDIS_URL", "redis://r:6379")]).load().unwrap();
         assert_eq!(cfg.store.redis_url.as_deref(), Some("redis://r:6379"));
         assert!(Sources::from_env([("MESH_LISTN", "x")]).load::<Config>().is_err());
+    }
+
+    #[test]
+    fn stored_bounds_have_their_documented_defaults_and_are_tunable() {
+        let cfg: Config = Sources::default().load().unwrap();
+        assert_eq!(cfg.max_properties_bytes, 4096);
+        let bounds = cfg.live.bounds();
+        assert_eq!((bounds.max_len, bounds.max_bytes), (1000, 256 * 1024));
+        assert_eq!(bounds.ttl, std::time::Duration::from_secs(3600));
+        let cfg: Config = Sources::from_env([
+            ("MESH_MAX_PROPERTIES_BYTES", "1024"),
+            ("MESH_LIVE__LOG_MAX_BYTES", "65536"),
+            ("MESH_LIVE__LOG_TTL", "10m"),
+        ])
+        .load()
+        .unwrap();
+        assert_eq!((cfg.max_properties_bytes, cfg.live.log_max_bytes), (1024, 65536));
+        assert_eq!(cfg.live.log_ttl, std::time::Duration::from_secs(600));
     }
 }

@@ -9,8 +9,10 @@
 //! their own once no window can reach them. The price: a summary's edges are bucket edges, and
 //! it reports the exact span it covered (`from`, `to`).
 //!
-//! Event properties are validated (so the edge can refuse a malformed event) and not counted;
-//! they reach live watchers through each owner's capped log (see [`live`]).
+//! Event properties are validated (so the edge can refuse a malformed event), bounded as a whole
+//! (`max_properties_bytes` of JSON) and not counted; they reach live watchers through each
+//! owner's capped, expiring log (see [`live`]). Everything stored per owner is bounded: buckets
+//! expire ([`bucket::Granularity::ttl`]), the live log is capped in count and bytes and expires.
 //!
 //! # Layout
 //! - [`config`]: listen addresses and store.
@@ -45,7 +47,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> an
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let api = AnalyticsApi::new(store, cfg.live.clone(), stop);
+    let api = AnalyticsApi::new(store, &cfg, stop);
     let routes = tonic::service::Routes::new(AnalyticsServiceServer::new(api));
     mesh_core::grpc::serve(listener, routes, &[SERVICE_NAME], &cfg.server, shutdown).await?;
     Ok(())

@@ -1,9 +1,10 @@
 //! Live events: every recorded event is appended to its owner's capped log in the store, and
 //! each watcher polls that log from its own position.
 //!
-//! The log is a stream trimmed to about its last [`LiveConfig::log_len`] entries, so it stays
-//! bounded however many events an owner records, and any replica can serve a watcher of events
-//! recorded on any other. Watchers follow it with [`mesh_core::store::follow`]: plain
+//! The log is a stream trimmed to its last [`LiveConfig::log_len`] entries and
+//! [`LiveConfig::log_max_bytes`] bytes, expiring [`LiveConfig::log_ttl`] after its last event, so
+//! it stays bounded however many events an owner records (and goes away when they stop), and
+//! any replica can serve a watcher of events recorded on any other. Watchers follow it with [`mesh_core::store::follow`]: plain
 //! non-blocking range reads (no blocking read: the store's Redis connection is shared by every
 //! call of this replica). An entry's id is the
 //! event's position: a watcher resumes after the last id it saw (SSE `Last-Event-ID`).
@@ -11,12 +12,11 @@
 //! A watch is a stream future with no task of its own: when the caller goes away tonic drops it,
 //! and dropping it is all the cleanup there is (counted in `analytics_watchers_cancelled_total`).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use mesh_core::ServiceError;
-use mesh_core::store::{FollowOptions, Store, StoreResult, StreamEntry, follow};
+use mesh_core::store::{FollowOptions, LogBounds, Store, StoreResult, StreamEntry, follow};
 use mesh_proto::analytics::Event;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -28,8 +28,17 @@ use crate::validate::OwnerId;
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LiveConfig {
-    /// Entries kept per owner for watchers to resume from. Default: 1000.
+    /// Entries kept per owner for watchers to resume from; the oldest go first. Default: 1000.
     pub log_len: usize,
+    /// Bytes kept per owner (field names and values of the kept entries), whichever of this
+    /// and `log_len` binds first; the oldest go first. With events of at most
+    /// `max_properties_bytes` of properties this keeps the last ~60 of the largest events, and
+    /// the last 1000 of small ones. Default: 256 KiB (262144).
+    pub log_max_bytes: usize,
+    /// How long an owner's log lives after its last event: long enough for a watcher to resume
+    /// after a reconnect, short enough that idle owners hold nothing. Default: 1h.
+    #[serde(with = "humantime_serde")]
+    pub log_ttl: Duration,
     /// How often an idle watcher looks for new events. Default: 20ms.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -39,7 +48,22 @@ pub struct LiveConfig {
 
 impl Default for LiveConfig {
     fn default() -> Self {
-        Self { log_len: 1000, poll_interval: Duration::from_millis(20), batch: 100 }
+        Self {
+            log_len: 1000,
+            log_max_bytes: 256 * 1024,
+            log_ttl: Duration::from_secs(3600),
+            poll_interval: Duration::from_millis(20),
+            batch: 100,
+        }
+    }
+}
+
+// === impl LiveConfig ===
+
+impl LiveConfig {
+    /// What one owner's log keeps.
+    pub fn bounds(&self) -> LogBounds {
+        LogBounds { max_len: self.log_len, max_bytes: self.log_max_bytes, ttl: self.log_ttl }
     }
 }
 
@@ -48,25 +72,25 @@ pub fn log_key(owner: &OwnerId) -> String {
     format!("analytics:live:{owner}")
 }
 
-/// Appends a recorded event to its owner's live log.
+/// Appends a recorded event to its owner's live log; `properties` is their JSON, as validated
+/// ([`crate::validate::encoded_properties`]).
 pub async fn publish(
     store: &Store,
     cfg: &LiveConfig,
     owner: &OwnerId,
     kind: &str,
-    properties: &HashMap<String, String>,
+    properties: &str,
     event_id: &str,
     recorded_at: i64,
 ) -> StoreResult<String> {
-    let properties = serde_json::to_string(properties).unwrap_or_else(|_| "{}".into());
     let recorded_at = recorded_at.to_string();
     let fields = [
         ("type", kind),
         ("event_id", event_id),
         ("recorded_at", recorded_at.as_str()),
-        ("properties", properties.as_str()),
+        ("properties", properties),
     ];
-    store.log_append(&log_key(owner), &fields, cfg.log_len).await
+    store.log_append(&log_key(owner), &fields, cfg.bounds()).await
 }
 
 /// `<ms>-<seq>`, as the store hands out.

@@ -12,6 +12,7 @@ use mesh_proto::analytics::{
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use crate::Config;
 use crate::bucket::Granularity;
 use crate::live::{self, LiveConfig, Watch};
 use crate::validate;
@@ -20,6 +21,8 @@ use crate::window::Window;
 pub struct AnalyticsApi {
     store: Store,
     live: LiveConfig,
+    /// [`crate::Config::max_properties_bytes`].
+    max_properties_bytes: usize,
     /// Turns true when the service drains: live watches end then, instead of holding the drain.
     stop: watch::Receiver<bool>,
 }
@@ -44,14 +47,15 @@ fn tally(buckets: Vec<Vec<(String, i64)>>) -> (u64, Vec<TypeCount>) {
 // === impl AnalyticsApi ===
 
 impl AnalyticsApi {
-    pub fn new(store: Store, live: LiveConfig, stop: watch::Receiver<bool>) -> Self {
-        Self { store, live, stop }
+    pub fn new(store: Store, cfg: &Config, stop: watch::Receiver<bool>) -> Self {
+        Self { store, live: cfg.live.clone(), max_properties_bytes: cfg.max_properties_bytes, stop }
     }
 
-    async fn record(&self, req: RecordEventRequest) -> Result<RecordEventResponse, ServiceError> {
+    async fn record(&self, req: RecordEventRequest) -> Result<RecordEventResponse, Status> {
         let owner = validate::owner_id(&req.owner_id)?;
         let kind = validate::event_type(&req.r#type)?;
         validate::properties(&req.properties)?;
+        let properties = validate::encoded_properties(&req.properties, self.max_properties_bytes)?;
 
         let now = unix_now();
         let [minute, hour] = Granularity::ALL.map(|g| {
@@ -62,13 +66,12 @@ impl AnalyticsApi {
         // Both counts at once: one round trip of latency rather than two. If one fails the call
         // fails (UNAVAILABLE) and a retry may count the other twice; counts are statistics, and
         // that is cheaper than a transaction on every event.
-        tokio::try_join!(minute, hour)?;
+        tokio::try_join!(minute, hour).map_err(ServiceError::from)?;
         let id = new_id();
         // Watchers are told after counting, so a watcher never sees an event a summary lacks.
         // Best effort: the event is counted already, and failing the call now would invite a
         // retry that counts it twice.
-        if let Err(e) = live::publish(&self.store, &self.live, &owner, kind, &req.properties, &id, now).await
-        {
+        if let Err(e) = live::publish(&self.store, &self.live, &owner, kind, &properties, &id, now).await {
             metrics::counter!("analytics_live_publish_failures_total").increment(1);
             tracing::warn!(owner_id = %owner, error = %e, "event counted but not published to watchers");
         }
@@ -125,7 +128,7 @@ impl AnalyticsService for AnalyticsApi {
         &self,
         request: Request<RecordEventRequest>,
     ) -> Result<Response<RecordEventResponse>, Status> {
-        Ok(Response::new(self.record(request.into_inner()).await?))
+        self.record(request.into_inner()).await.map(Response::new)
     }
 
     async fn get_summary(&self, request: Request<GetSummaryRequest>) -> Result<Response<Summary>, Status> {

@@ -1,10 +1,11 @@
 //! The rules for an event. Each failure is `InvalidArgument` with a message that starts with the
-//! field's name.
+//! field's name, except properties too large as a whole ([`TooLarge`], `OutOfRange`).
 
 use std::collections::HashMap;
 use std::fmt;
 
 use mesh_core::ServiceError;
+use tonic::Status;
 
 /// Longest event type, in characters.
 pub const TYPE_MAX: usize = 64;
@@ -56,6 +57,42 @@ pub fn properties(properties: &HashMap<String, String>) -> Result<(), ServiceErr
         }
     }
     Ok(())
+}
+
+/// Properties whose JSON is longer than the configured bound.
+///
+/// `OUT_OF_RANGE`, not `INVALID_ARGUMENT`: each property may be fine, the event is only too large
+/// to keep, and the gateway answers this code 413 (not 400), naming the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooLarge {
+    pub limit: usize,
+    pub size: usize,
+}
+
+/// The properties as they are stored (JSON), if that is at most `max_bytes` long. Checked on
+/// the encoding itself, so escapes and multi-byte characters count as what they cost in the
+/// store. Call after [`properties`].
+pub fn encoded_properties(
+    properties: &HashMap<String, String>,
+    max_bytes: usize,
+) -> Result<String, TooLarge> {
+    // A map of strings always encodes.
+    let json = serde_json::to_string(properties).unwrap_or_else(|_| "{}".into());
+    if json.len() > max_bytes {
+        return Err(TooLarge { limit: max_bytes, size: json.len() });
+    }
+    Ok(json)
+}
+
+// === impl TooLarge ===
+
+impl From<TooLarge> for Status {
+    fn from(e: TooLarge) -> Self {
+        Status::out_of_range(format!(
+            "properties: at most {} bytes as JSON (max_properties_bytes), this event has {}",
+            e.limit, e.size
+        ))
+    }
 }
 
 // === impl OwnerId ===
@@ -123,5 +160,23 @@ mod tests {
             refusal(properties(&props([("path", long_value.as_str())]))),
             "properties.path: at most 512 characters"
         );
+    }
+
+    #[test]
+    fn properties_are_bounded_as_a_whole_by_their_json() {
+        let small = props([("path", "/")]);
+        assert_eq!(encoded_properties(&small, 4096).unwrap(), r#"{"path":"/"}"#);
+        // 32 properties of 512 characters pass every per-property rule, and are 16 KiB.
+        let big: HashMap<String, String> = (0..32).map(|i| (format!("k{i}"), "v".repeat(512))).collect();
+        assert!(properties(&big).is_ok());
+        let refused = encoded_properties(&big, 4096).unwrap_err();
+        assert_eq!(refused.limit, 4096);
+        assert!(refused.size > 16 * 1024, "{refused:?}");
+        let status = Status::from(refused);
+        assert_eq!(status.code(), tonic::Code::OutOfRange);
+        assert!(status.message().contains("4096"), "names the limit: {}", status.message());
+        // Escapes count as what they cost: 100 quotes are 200 bytes of JSON.
+        let quotes = props([("q", &"\"".repeat(100))]);
+        assert!(encoded_properties(&quotes, 150).is_err());
     }
 }

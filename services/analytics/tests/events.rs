@@ -114,8 +114,37 @@ async fn bad_event_inputs_are_invalid_argument_naming_the_field_and_count_nothin
     let s = summary(&mut client, &owner, "5m").await;
     assert_eq!(s.total, 0, "refused events were not counted: {s:?}");
 
-    // The limits themselves are accepted.
+    // The limits themselves are accepted (with room for them in the properties' JSON).
+    let cfg = analytics_service::Config { max_properties_bytes: 32 * 1024, ..Default::default() };
+    let (_roomy, mut roomy) = support::replica_with(cfg).await;
     let full: HashMap<String, String> = (0..32).map(|i| (format!("{i:0>64}"), "v".repeat(512))).collect();
-    client.record_event(RecordEventRequest { r#type: "t".repeat(64), ..with(full) }).await.unwrap();
+    roomy.record_event(RecordEventRequest { r#type: "t".repeat(64), ..with(full) }).await.unwrap();
+    assert_eq!(summary(&mut roomy, &owner, "5m").await.total, 1);
+}
+
+#[tokio::test]
+async fn an_event_with_too_large_properties_is_out_of_range_naming_the_limit_and_counts_nothing() {
+    let (_svc, mut client) = replica(StoreConfig::default()).await;
+    let owner = new_id();
+    let with = |properties: HashMap<String, String>| RecordEventRequest { properties, ..event(&owner, "ok") };
+    // Every property is within its own limits; together they are 16 KiB of JSON.
+    let big: HashMap<String, String> = (0..32).map(|i| (format!("k{i}"), "v".repeat(512))).collect();
+    let err = client.record_event(with(big)).await.unwrap_err();
+    println!("refused: {:?} {}", err.code(), err.message());
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(err.message().starts_with("properties:") && err.message().contains("4096"), "{}", err.message());
+    assert_eq!(summary(&mut client, &owner, "5m").await.total, 0, "a refused event is not counted");
+
+    // Exactly the default bound is accepted, one byte more is not: eight properties of 450
+    // characters and a padding one, sized so the JSON is that long.
+    let sized = |total: usize| {
+        let mut props: HashMap<String, String> = (0..8).map(|i| (format!("k{i}"), "v".repeat(450))).collect();
+        let without = serde_json::to_string(&props).unwrap().len() + ",\"pad\":\"\"".len();
+        props.insert("pad".into(), "p".repeat(total - without));
+        assert_eq!(serde_json::to_string(&props).unwrap().len(), total);
+        props
+    };
+    client.record_event(with(sized(4096))).await.unwrap();
+    assert_eq!(client.record_event(with(sized(4097))).await.unwrap_err().code(), Code::OutOfRange);
     assert_eq!(summary(&mut client, &owner, "5m").await.total, 1);
 }

@@ -68,15 +68,41 @@ async fn events_recorded_on_one_replica_reach_a_watcher_on_another_in_order_and_
         assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}: {status:?}");
     }
 
-    // The owner's log stays bounded (1000 entries, give or take one Redis node).
+    // The owner's log stays bounded: small events, so the count binds (1000), and it expires.
     let raw = Store::connect(&store).await.unwrap();
     for _ in 0..1200 {
         recorder.record_event(event(&owner, "bulk")).await.unwrap();
     }
     let key = format!("analytics:live:{owner}");
     let kept = raw.log_after(&key, None, 5000).await.unwrap().len();
-    println!("live log entries kept after 1203 events: {kept}");
-    assert!((1000..=1100).contains(&kept), "{kept}");
+    let ttl = raw.ttl(&key).await.unwrap();
+    println!("live log entries kept after 1203 events: {kept}, expiring in {ttl:?}");
+    assert_eq!(kept, 1000);
+    assert!(ttl.is_some_and(|t| t > Duration::from_secs(3500)), "the default 1h, renewed: {ttl:?}");
+}
+
+#[tokio::test]
+async fn large_events_are_bounded_by_the_logs_bytes() {
+    let redis = RedisServer::start().await.unwrap();
+    let store = redis_store(&redis);
+    let (_svc, mut client) = replica(store.clone()).await;
+    let owner = new_id();
+    // Just under the default 4096 bytes of properties JSON each.
+    let properties: std::collections::HashMap<String, String> =
+        (0..7).map(|i| (format!("k{i}"), "v".repeat(500))).collect();
+    for _ in 0..200 {
+        let req = mesh_proto::analytics::RecordEventRequest {
+            properties: properties.clone(),
+            ..event(&owner, "big")
+        };
+        client.record_event(req).await.unwrap();
+    }
+    let raw = Store::connect(&store).await.unwrap();
+    let kept = raw.log_after(&format!("analytics:live:{owner}"), None, 5000).await.unwrap();
+    let bytes: usize = kept.iter().flat_map(|e| &e.fields).map(|(f, v)| f.len() + v.len()).sum();
+    println!("200 events of ~3.6 KiB: {} kept, {bytes} bytes (bound 262144)", kept.len());
+    assert!(bytes <= 256 * 1024, "{bytes}");
+    assert!(kept.len() > 60 && kept.len() < 200, "{}", kept.len());
 }
 
 #[tokio::test]

@@ -63,6 +63,8 @@ pub struct Config {
     pub local_quota: LocalQuotaConfig,
     /// Server-sent event streams: caps, buffering, keep-alive.
     pub streams: crate::streams::StreamConfig,
+    /// Bounds of the durable order queue (business gateway): past them, 503 instead of 202.
+    pub order_queue: crate::business::queue::QueueLimits,
     /// Peers (CIDRs) whose `X-Forwarded-For` / `Forwarded` name the client: the rate limits
     /// that key on the client's address see it, not the router's. Default: loopback
     /// (`127.0.0.0/8`, `::1`), the router on the same machine; where gateways are reachable only
@@ -214,6 +216,7 @@ impl Config {
             cache_timeout: crate::fallback::DEFAULT_TIMEOUT,
             local_quota: LocalQuotaConfig::default(),
             streams: crate::streams::StreamConfig::default(),
+            order_queue: crate::business::queue::QueueLimits::default(),
             trusted_proxies: mesh_core::forwarded::TrustedProxies::loopback(),
             throttle: crate::identity::throttle::ThrottleConfig::default(),
         }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_core::store::{Bounded, Store, StoreConfig};
+use mesh_core::store::{Bounded, LogBounds, Store, StoreConfig};
 use mesh_tests::{RedisServer, unique_prefix};
 
 /// A store under test; keeps its Redis server alive as long as the store is used.
@@ -440,16 +440,22 @@ async fn named_memory_stores_are_shared_within_the_process_and_private_ones_are_
     assert_eq!(Store::memory().get("k").await.unwrap(), None);
 }
 
+/// Bounds loose enough that only the count or the bytes under test bind.
+fn bounds(max_len: usize, max_bytes: usize) -> LogBounds {
+    LogBounds { max_len, max_bytes, ttl: Duration::from_secs(60) }
+}
+
 contract!(a_log_is_read_after_any_id_and_stays_bounded, |s: Store| async move {
     assert_eq!(s.log_last_id("log").await.unwrap(), None);
     assert!(s.log_after("log", None, 10).await.unwrap().is_empty());
-    let first = s.log_append("log", &[("n", "1")], 1000).await.unwrap();
-    let second = s.log_append("log", &[("n", "2"), ("data", "{}")], 1000).await.unwrap();
+    let first = s.log_append("log", &[("n", "1")], bounds(1000, 1 << 20)).await.unwrap();
+    let second = s.log_append("log", &[("n", "2"), ("data", "{}")], bounds(1000, 1 << 20)).await.unwrap();
     assert_eq!(s.log_last_id("log").await.unwrap().as_deref(), Some(second.as_str()));
 
     let all = s.log_after("log", None, 10).await.unwrap();
     assert_eq!(ids(&all), [first.as_str(), second.as_str()]);
-    assert_eq!(all[1].field("data"), Some("{}"));
+    // Exactly what was appended: no bookkeeping field of a backend shows.
+    assert_eq!(all[1].fields, [("n".to_owned(), "2".to_owned()), ("data".to_owned(), "{}".to_owned())]);
     // Reading takes nothing away: every reader sees every entry after its own position.
     assert_eq!(ids(&s.log_after("log", Some(&first), 10).await.unwrap()), [second.as_str()]);
     assert!(s.log_after("log", Some(&second), 10).await.unwrap().is_empty());
@@ -457,12 +463,83 @@ contract!(a_log_is_read_after_any_id_and_stays_bounded, |s: Store| async move {
     assert!(s.log_after("log", Some("0-0"), 10).await.unwrap().len() == 2);
     assert!(s.log_after("log", Some("+"), 10).await.is_err(), "not an id");
     assert!(s.log_after("log", Some("1-x"), 10).await.is_err(), "not an id");
+});
 
-    // Capped: about the last `max_len` entries stay (Redis may keep one node more).
+contract!(a_log_keeps_exactly_its_newest_max_len_entries, |s: Store| async move {
     for n in 0..400 {
-        s.log_append("capped", &[("n", &n.to_string())], 10).await.unwrap();
+        s.log_append("capped", &[("n", &n.to_string())], bounds(10, 1 << 20)).await.unwrap();
     }
     let kept = s.log_after("capped", None, 1000).await.unwrap();
-    assert!((10..=110).contains(&kept.len()), "{} entries kept", kept.len());
-    assert_eq!(kept.last().unwrap().field("n"), Some("399"), "the newest stay");
+    let kept: Vec<&str> = kept.iter().map(|e| e.field("n").unwrap()).collect();
+    let newest: Vec<String> = (390..400).map(|n| n.to_string()).collect();
+    assert_eq!(kept, newest, "the newest ten, and only them");
+    assert_eq!(s.stream_len("capped").await.unwrap(), 10);
+});
+
+contract!(a_log_keeps_its_newest_entries_within_max_bytes, |s: Store| async move {
+    // Each entry counts its field names and values: "n" + 3 digits + "pad" + the padding.
+    let entry = |n: usize, pad: usize| (format!("{n:03}"), "x".repeat(pad));
+    let size = |pad: usize| 1 + 3 + 3 + pad;
+    let max_bytes = 1000;
+    let mut sizes = Vec::new();
+    for n in 0..200 {
+        // Sizes vary, so a bound derived from a count would be wrong both ways.
+        let pad = [10, 200, 40, 90, 5][n % 5];
+        let (id, padding) = entry(n, pad);
+        s.log_append("bytes", &[("n", &id), ("pad", &padding)], bounds(1000, max_bytes)).await.unwrap();
+        sizes.push(size(pad));
+    }
+    let kept = s.log_after("bytes", None, 1000).await.unwrap();
+    let held: usize =
+        kept.iter().map(|e| e.fields.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>()).sum();
+    assert!(held <= max_bytes, "{held} bytes kept");
+    // As many of the newest as fit, not fewer: one more would break the bound.
+    let next_older = sizes[sizes.len() - 1 - kept.len()];
+    assert!(held + next_older > max_bytes, "{held} + {next_older} would have fit");
+    assert_eq!(kept.last().unwrap().field("n"), Some("199"));
+    println!("{} entries, {held} of {max_bytes} bytes kept", kept.len());
+
+    // One entry over the bound is the whole log: the newest always stays.
+    let huge = "y".repeat(4 * max_bytes);
+    let id = s.log_append("bytes", &[("n", "big"), ("pad", &huge)], bounds(1000, max_bytes)).await.unwrap();
+    assert_eq!(ids(&s.log_after("bytes", None, 1000).await.unwrap()), [id.as_str()]);
+    s.log_append("bytes", &[("n", "after"), ("pad", "")], bounds(1000, max_bytes)).await.unwrap();
+    let kept = s.log_after("bytes", None, 1000).await.unwrap();
+    assert_eq!(kept.len(), 1, "the big one went as soon as a newer entry came");
+    assert_eq!(kept[0].field("n"), Some("after"));
+});
+
+contract!(a_log_expires_after_its_ttl_and_each_append_renews_it, |s: Store| async move {
+    let short = LogBounds { max_len: 10, max_bytes: 1000, ttl: Duration::from_millis(300) };
+    s.log_append("ttl", &[("n", "1")], short).await.unwrap();
+    let left = s.ttl("ttl").await.unwrap().expect("a log expires");
+    assert!(left > Duration::ZERO && left <= short.ttl, "{left:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.log_append("ttl", &[("n", "2")], short).await.unwrap();
+    assert!(s.ttl("ttl").await.unwrap().unwrap() > Duration::from_millis(200), "renewed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.log_after("ttl", None, 10).await.unwrap().len(), 2, "alive: renewed 200ms ago");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(s.log_after("ttl", None, 10).await.unwrap().is_empty(), "expired");
+    assert_eq!(s.log_last_id("ttl").await.unwrap(), None);
+    assert_eq!(s.ttl("ttl").await.unwrap(), None);
+    // An expired log starts afresh.
+    s.log_append("ttl", &[("n", "3")], short).await.unwrap();
+    assert_eq!(s.log_after("ttl", None, 10).await.unwrap().len(), 1);
+});
+
+contract!(ttl_answers_for_every_kind_of_key, |s: Store| async move {
+    let hour = Duration::from_secs(3600);
+    s.set("string", "v", Some(hour)).await.unwrap();
+    s.hash_incr("hash", "f", 1, Some(hour)).await.unwrap();
+    s.log_append("log", &[("f", "v")], LogBounds { max_len: 1, max_bytes: 100, ttl: hour }).await.unwrap();
+    for key in ["string", "hash", "log"] {
+        let left = s.ttl(key).await.unwrap().unwrap_or_else(|| panic!("{key} has a ttl"));
+        assert!(left > hour - Duration::from_secs(60) && left <= hour, "{key}: {left:?}");
+    }
+    s.set("permanent", "v", None).await.unwrap();
+    s.stream_add("queue", &[("f", "v")]).await.unwrap();
+    for key in ["permanent", "queue", "absent"] {
+        assert_eq!(s.ttl(key).await.unwrap(), None, "{key}");
+    }
 });

@@ -9,6 +9,8 @@ use mesh_core::process::Listens;
 use mesh_core::store::StoreConfig;
 use serde::{Deserialize, Serialize};
 
+pub use crate::events::EventsConfig;
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -20,13 +22,18 @@ pub struct Config {
     pub store: StoreConfig,
     /// The articles service's replicas. Default: `http://127.0.0.1:50055`, 1s connect, 5s deadline.
     pub articles: ClientConfig,
-    /// How long an Idempotency-Key is remembered after its first use. Within it, the same key and
-    /// items answer the same order; after it, the key is free again (as with most public APIs,
-    /// keys are meant for retries, not as permanent names). Default: 24h.
+    /// How long an Idempotency-Key is remembered after its first use (and what became of a
+    /// queued order, `orders:queued:{id}`). Within it, the same key and items answer the same
+    /// order; after it, the key is free again (as with most public APIs, keys are meant for
+    /// retries, not as permanent names). The queue drain's exactly-once per key rests on it
+    /// outliving any queue entry: the gateways refuse to queue once the oldest entry waits their
+    /// `order_queue.max_age` (1h by default), so keep this at least four times that. Default: 24h.
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
     /// The consumer of the order queue the gateways fill during an outage.
     pub queue: QueueConfig,
+    /// Each order's status event log (`WatchOrder`): how much it keeps, for how long.
+    pub events: EventsConfig,
 }
 
 /// How this replica drains the order queue (see [`crate::queue`]).
@@ -74,6 +81,7 @@ impl Default for Config {
             articles: ClientConfig::to(["http://127.0.0.1:50055"]),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             queue: QueueConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -85,6 +93,12 @@ impl Config {
         anyhow::ensure!(
             self.idempotency_ttl >= Duration::from_secs(60),
             "idempotency_ttl must be at least 60s, longer than any retry of one request"
+        );
+        anyhow::ensure!(self.events.log_len >= 1, "events.log_len must be at least 1");
+        anyhow::ensure!(self.events.log_max_bytes >= 1024, "events.log_max_bytes must be at least 1024");
+        anyhow::ensure!(
+            self.events.log_ttl >= Duration::from_secs(60),
+            "events.log_ttl must be at least 60s"
         );
         let queue = &self.queue;
         anyhow::ensure!((1..=1000).contains(&queue.batch_size), "queue.batch_size must be 1 to 1000");
@@ -148,5 +162,28 @@ mod tests {
         let zero =
             Config { queue: QueueConfig { batch_size: 0, ..QueueConfig::default() }, ..Config::default() };
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn stored_bounds_have_their_documented_defaults_and_are_tunable() {
+        let cfg = Config::default();
+        assert_eq!(cfg.idempotency_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(cfg.events.bounds(), crate::events::DEFAULT_BOUNDS);
+        let b = crate::events::DEFAULT_BOUNDS;
+        assert_eq!((b.max_len, b.max_bytes, b.ttl), (100, 32 * 1024, Duration::from_secs(7 * 24 * 3600)));
+        let cfg: Config = mesh_core::config::Sources::from_env([
+            ("MESH_EVENTS__LOG_LEN", "20"),
+            ("MESH_EVENTS__LOG_MAX_BYTES", "4096"),
+            ("MESH_EVENTS__LOG_TTL", "1d"),
+            ("MESH_IDEMPOTENCY_TTL", "48h"),
+        ])
+        .load()
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!((cfg.events.log_len, cfg.events.log_max_bytes), (20, 4096));
+        assert_eq!(
+            (cfg.events.log_ttl, cfg.idempotency_ttl),
+            (Duration::from_secs(86400), Duration::from_secs(172800))
+        );
     }
 }

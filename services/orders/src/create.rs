@@ -103,7 +103,8 @@ impl OrdersApi {
         let stored = self.store.set_nx_json(&order_key, &order, None).await?;
         let order = if stored {
             tracing::info!(order = %order.id, owner = %order.owner_id, total_cents, "order created");
-            crate::events::publish(&self.store, &order.owner_id, &order.id, model::STATUS_CREATED, "").await;
+            let (bounds, status) = (self.cfg.events.bounds(), model::STATUS_CREATED);
+            crate::events::publish(&self.store, bounds, &order.owner_id, &order.id, status, "").await;
             order
         } else {
             // A concurrent attempt with the same key stored it first; that one is the order.

@@ -9,8 +9,10 @@
 //! | `orders:order:{id}`              | [`StoredOrder`] (JSON)                       |
 //! | `orders:by-owner:{owner}`        | the owner's order ids (ULIDs: time order)    |
 //! | `orders:queued:{id}`             | [`QueueOutcome`] (JSON), expires after the key TTL |
-//! | `orders:queue` (stream)          | orders the gateways queued, see [`crate::queue`] |
-//! | `orders:events:{id}` (capped log) | the order's status events, see [`crate::events`] |
+//! | `orders:queue` (stream)          | orders the gateways queued, see [`crate::queue`]; never expires or trims (bounded by the gateways refusing) |
+//! | `orders:events:{id}` (capped log) | the order's status events, see [`crate::events`]; capped in count and bytes, expires |
+//!
+//! Orders and their owner index are the business record and never expire; every other key does.
 
 use mesh_proto::orders::{Order, OrderItem};
 use serde::{Deserialize, Serialize};

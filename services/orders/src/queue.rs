@@ -30,9 +30,16 @@
 //! names, and stock is reserved under the order id, so articles takes it once. So any number of
 //! deliveries of any number of entries for one key make one order, and acknowledging only after
 //! the order is stored means no entry is dropped before its order exists: at-least-once delivery
-//! plus an idempotent effect is exactly-once in effect. (The key's claim lives `idempotency_ttl`,
-//! 24h by default; an entry still queued after that could make a second order, as a client retry
-//! after that long would.)
+//! plus an idempotent effect is exactly-once in effect.
+//!
+//! That holds while the key's claim lives, `idempotency_ttl` (24h by default) from its first
+//! use: an entry still queued after that could make a second order, as a client retry after that
+//! long would. So no entry may wait that long. The gateways bound the wait: they refuse to queue
+//! (503) once the oldest entry has waited their `order_queue.max_age` (1h by default), so an entry
+//! waits at most that plus the drain, and the queue never trims, so nothing accepted is lost on
+//! the way. This consumer checks the other side: an entry older than a quarter of
+//! `idempotency_ttl` is counted (`orders_queue_stale_entries_total`) and logged, since it means
+//! the two settings disagree.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -230,6 +237,7 @@ impl Consumer {
             tracing::error!(entry = %entry.id, fields = ?entry.fields, "dropping a malformed queue entry");
             return Outcome::Malformed;
         };
+        self.check_age(entry, request_id);
         let store = &self.api.store;
         let outcome_key = model::outcome_key(&queued.order_id);
         if ids::is_id(&queued.order_id) {
@@ -273,6 +281,23 @@ impl Consumer {
         if created { Outcome::Created } else { Outcome::Existing }
     }
 
+    /// Warns about an entry that waited long enough to endanger exactly-once (see the module doc).
+    fn check_age(&self, entry: &StreamEntry, request_id: &str) {
+        let appended_ms = entry.id.split_once('-').and_then(|(ms, _)| ms.parse::<u64>().ok());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let waited = Duration::from_millis(now_ms.saturating_sub(appended_ms.unwrap_or(now_ms)));
+        if waited > self.api.cfg.idempotency_ttl / 4 {
+            metrics::counter!("orders_queue_stale_entries_total").increment(1);
+            tracing::warn!(
+                entry = %entry.id, request_id, ?waited, idempotency_ttl = ?self.api.cfg.idempotency_ttl,
+                "a queued order waited over a quarter of the Idempotency-Key lifetime: \
+                 the gateways' order_queue.max_age is too long for it"
+            );
+        }
+    }
+
     /// Records why the order can never be created, then lets it be acknowledged.
     async fn reject(&self, queued: &QueuedOrder, request_id: &str, e: ServiceError) -> Outcome {
         let reason = match &e {
@@ -306,8 +331,16 @@ impl Consumer {
         match self.api.store.set_json(&key, &rejected, Some(self.api.cfg.idempotency_ttl)).await {
             Ok(()) => {
                 let status = model::STATUS_REJECTED;
-                crate::events::publish(&self.api.store, &queued.owner_id, &queued.order_id, status, &reason)
-                    .await;
+                let bounds = self.api.cfg.events.bounds();
+                crate::events::publish(
+                    &self.api.store,
+                    bounds,
+                    &queued.owner_id,
+                    &queued.order_id,
+                    status,
+                    &reason,
+                )
+                .await;
                 Outcome::Rejected
             }
             Err(_) => Outcome::Retry,

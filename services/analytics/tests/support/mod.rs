@@ -14,7 +14,11 @@ pub(crate) type Client = AnalyticsServiceClient<Channel>;
 
 /// An analytics service serving `store`, and a client connected to it.
 pub(crate) async fn replica(store: StoreConfig) -> (Component, Client) {
-    let cfg = Config { store, ..Config::default() };
+    replica_with(Config { store, ..Config::default() }).await
+}
+
+/// An analytics service with `cfg`, and a client connected to it.
+pub(crate) async fn replica_with(cfg: Config) -> (Component, Client) {
     let component = Component::start(|listener, shutdown| analytics_service::serve(cfg, listener, shutdown))
         .await
         .unwrap();

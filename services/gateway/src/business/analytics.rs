@@ -27,6 +27,8 @@ pub struct EventBody {
     /// Lowercase name such as `page.view`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// At most 32, keys up to 64 characters, values up to 512, and 4096 bytes as JSON in all
+    /// (the analytics service's `max_properties_bytes`).
     #[serde(default)]
     pub properties: HashMap<String, String>,
 }
@@ -74,7 +76,8 @@ impl From<pb::Summary> for Summary {
 }
 
 #[utoipa::path(post, path = "/v1/analytics/events", tag = "analytics", request_body = EventBody,
-    responses((status = 202, body = Recorded)))]
+    responses((status = 202, body = Recorded),
+        (status = 413, description = "the properties are longer, as JSON, than the analytics service keeps (4096 bytes by default)")))]
 pub async fn record_event(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
@@ -92,9 +95,25 @@ pub async fn record_event(
         .clone()
         .record_event(grpc(&rid, state.clients.deadlines().analytics, request))
         .await
-        .map_err(|s| ApiError::from_status("analytics", &s))?
+        .map_err(|s| refused_event(&s))?
         .into_inner();
     Ok((StatusCode::ACCEPTED, Json(Recorded { id: recorded.id, recorded_at: recorded.recorded_at })))
+}
+
+/// Why the analytics service refused an event, for the client. OUT_OF_RANGE is its answer to
+/// properties larger than it keeps (`max_properties_bytes`): the body is well formed but too
+/// large, so 413, with the service's message, which names the limit. Everything else takes the
+/// one table.
+fn refused_event(status: &tonic::Status) -> ApiError {
+    if status.code() == tonic::Code::OutOfRange {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "properties-too-large",
+            "Event properties too large",
+            status.message(),
+        );
+    }
+    ApiError::from_status("analytics", status)
 }
 
 /// The last-known-good key of an owner's summary over `window` (as asked; empty is the default).

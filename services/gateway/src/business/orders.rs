@@ -206,7 +206,16 @@ pub async fn create_order(
         Err(status) if is_outage(&status) => {
             let (code, message) = (status.code(), status.message());
             tracing::warn!(?code, status = %message, "orders unavailable; queueing the order");
-            match queue::enqueue(&state.store, rid.as_str(), &owner, &key, &body.items).await {
+            match queue::enqueue(
+                &state.store,
+                &state.cfg.order_queue,
+                rid.as_str(),
+                &owner,
+                &key,
+                &body.items,
+            )
+            .await
+            {
                 Ok(queued) => {
                     let accepted = Accepted { id: queued.order.id, status: queued.order.status };
                     let id = accepted.id.clone();

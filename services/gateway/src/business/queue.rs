@@ -26,10 +26,10 @@
 //! gets a "queued" event in its status log (owned by `orders_service::events`, checked the same
 //! way): `orders:events:{order_id}`, fields `owner_id`, `status`, `reason`, `at`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_core::ids;
-use mesh_core::store::{Store, StoreError, StoreResult};
+use mesh_core::store::{LogBounds, Store, StoreError, StoreResult};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -54,6 +54,32 @@ pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `QueuedOrder::status`.
 pub const STATUS_QUEUED: &str = "queued";
+
+/// How much the order queue may hold (`order_queue` of the gateway config). Past either bound a
+/// new order is refused with 503 instead of queued: the queue is never trimmed (an accepted
+/// order is never dropped), so it is bounded by refusing, before anything is accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueLimits {
+    /// Entries waiting at most (each at most one order of ≤ 50 lines, ~3 KiB), across every
+    /// gateway: checked before each append, so concurrent appends may pass it by a few.
+    /// Default: 10000 (~30 MiB at most).
+    pub max_len: u64,
+    /// Oldest an entry waiting may be. Exactly once per key rests on the orders service
+    /// remembering each Idempotency-Key (`idempotency_ttl`, 24h) for longer than any entry waits:
+    /// once the oldest entry is older than this, the orders service is not draining, and new
+    /// orders are refused rather than queued to wait longer still. An entry so waits at most
+    /// `max_age` plus the drain, far below 24h. Keep it at most a quarter of the orders
+    /// service's `idempotency_ttl`. Default: 1h.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self { max_len: 10_000, max_age: Duration::from_secs(3600) }
+    }
+}
 
 /// What an Idempotency-Key of an owner is bound to at the gateway.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,15 +194,17 @@ pub async fn queued(store: &Store, owner: &str, id: &str) -> Option<QueuedOrder>
     lenient("record", store.get_json::<QueuedOrder>(&record_key(owner, id))).await?
 }
 
-/// Appends the order to the queue (once per key) and records it for `GET`.
+/// Appends the order to the queue (once per key, within `limits`) and records it for `GET`.
 pub async fn enqueue(
     store: &Store,
+    limits: &QueueLimits,
     request_id: &str,
     owner: &str,
     key: &str,
     items: &[OrderLine],
 ) -> Result<Queued, QueueError> {
-    match tokio::time::timeout(ENQUEUE_TIMEOUT, enqueue_once(store, request_id, owner, key, items)).await {
+    let once = enqueue_once(store, limits, request_id, owner, key, items);
+    match tokio::time::timeout(ENQUEUE_TIMEOUT, once).await {
         Ok(result) => result,
         Err(_) => Err(QueueError::Unavailable(format!("no answer within {ENQUEUE_TIMEOUT:?}"))),
     }
@@ -184,6 +212,7 @@ pub async fn enqueue(
 
 async fn enqueue_once(
     store: &Store,
+    limits: &QueueLimits,
     request_id: &str,
     owner: &str,
     key: &str,
@@ -194,6 +223,8 @@ async fn enqueue_once(
     if let Some(order) = store.get_json::<QueuedOrder>(&record_key).await? {
         return Ok(Queued { order, appended: false });
     }
+    // A replay of a queued order is answered above whatever the backlog; only new ones are refused.
+    check_backlog(store, limits).await?;
     let lines: Vec<QueuedLine> =
         items.iter().map(|l| QueuedLine { article_id: l.article_id.clone(), quantity: l.quantity }).collect();
     let entry = Entry { owner_id: owner, idempotency_key: key, order_id: &binding.order_id, items: &lines };
@@ -217,17 +248,42 @@ async fn enqueue_once(
     Ok(Queued { order, appended: true })
 }
 
-/// The status log of an order and about how many entries it keeps (`orders_service::events`).
+/// Refuses a new entry when the queue holds `max_len` entries or its oldest waits `max_age`
+/// already. Both reads at once: one round trip of latency, on the outage path only.
+async fn check_backlog(store: &Store, limits: &QueueLimits) -> Result<(), QueueError> {
+    let (len, oldest) = tokio::join!(store.stream_len(STREAM), store.log_after(STREAM, None, 1));
+    let len = len?;
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let waited = oldest?.first().and_then(|entry| entry_age(&entry.id, now_ms));
+    if len >= limits.max_len || waited.is_some_and(|age| age >= limits.max_age) {
+        metrics::counter!("orders_queue_refused_total").increment(1);
+        return Err(QueueError::Unavailable(format!(
+            "order queue over its bounds: {len} entries (max_len {}), oldest waiting {waited:?} (max_age {:?})",
+            limits.max_len, limits.max_age
+        )));
+    }
+    Ok(())
+}
+
+/// How long ago the entry `id` (`<unix ms>-<seq>`) was appended, from its id.
+fn entry_age(id: &str, now_ms: u64) -> Option<Duration> {
+    let ms: u64 = id.split_once('-')?.0.parse().ok()?;
+    Some(Duration::from_millis(now_ms.saturating_sub(ms)))
+}
+
+/// The status log of an order and what it keeps (`orders_service::events`, whose default
+/// bounds these are; a test below checks they agree).
 fn events_key(order_id: &str) -> String {
     format!("orders:events:{order_id}")
 }
-const EVENTS_LEN: usize = 100;
+const EVENTS_BOUNDS: LogBounds =
+    LogBounds { max_len: 100, max_bytes: 32 * 1024, ttl: Duration::from_secs(7 * 24 * 3600) };
 
 /// Appends "queued" to the order's status log, best effort: the order is queued either way.
 async fn log_queued(store: &Store, owner: &str, order_id: &str) {
     let at = ids::unix_now().to_string();
     let fields = [("owner_id", owner), ("status", STATUS_QUEUED), ("reason", ""), ("at", at.as_str())];
-    if let Err(e) = store.log_append(&events_key(order_id), &fields, EVENTS_LEN).await {
+    if let Err(e) = store.log_append(&events_key(order_id), &fields, EVENTS_BOUNDS).await {
         tracing::warn!(order = %order_id, error = %e, "queued an order but could not log its event");
     }
 }
@@ -272,16 +328,16 @@ mod tests {
         let store = Store::memory();
         let (owner, article) = (ids::new_id(), ids::new_id());
         let items = [line(&article, 3)];
-        let first = enqueue(&store, "rid-1", &owner, "k", &items).await.unwrap();
+        let first = enqueue(&store, &QueueLimits::default(), "rid-1", &owner, "k", &items).await.unwrap();
         assert!(first.appended);
         assert_eq!((first.order.status.as_str(), first.order.items.len()), ("queued", 1));
-        let again = enqueue(&store, "rid-2", &owner, "k", &items).await.unwrap();
+        let again = enqueue(&store, &QueueLimits::default(), "rid-2", &owner, "k", &items).await.unwrap();
         assert!(!again.appended);
         assert_eq!(again.order, first.order);
         assert_eq!(store.stream_len(STREAM).await.unwrap(), 1);
 
         assert!(matches!(
-            enqueue(&store, "rid-3", &owner, "k", &[line(&article, 4)]).await,
+            enqueue(&store, &QueueLimits::default(), "rid-3", &owner, "k", &[line(&article, 4)]).await,
             Err(QueueError::KeyReused)
         ));
         let fp = fingerprint(&items);
@@ -292,9 +348,39 @@ mod tests {
         assert_eq!(queued(&store, &owner, "../x").await, None);
 
         // Another key of the same owner is another order.
-        let other = enqueue(&store, "rid-4", &owner, "k2", &items).await.unwrap();
+        let other = enqueue(&store, &QueueLimits::default(), "rid-4", &owner, "k2", &items).await.unwrap();
         assert_ne!(other.order.id, first.order.id);
         assert_eq!(store.stream_len(STREAM).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_queue_over_its_bounds_refuses_new_orders_but_still_answers_replays() {
+        let store = Store::memory();
+        let (owner, article) = (ids::new_id(), ids::new_id());
+        let items = [line(&article, 1)];
+        let two = QueueLimits { max_len: 2, ..QueueLimits::default() };
+        let first = enqueue(&store, &two, "r1", &owner, "k1", &items).await.unwrap();
+        enqueue(&store, &two, "r2", &owner, "k2", &items).await.unwrap();
+        let full = enqueue(&store, &two, "r3", &owner, "k3", &items).await.unwrap_err();
+        assert!(matches!(&full, QueueError::Unavailable(why) if why.contains("max_len 2")), "{full:?}");
+        let replay = enqueue(&store, &two, "r4", &owner, "k1", &items).await.unwrap();
+        assert_eq!((replay.order.id, replay.appended), (first.order.id, false), "a replay is no new entry");
+        assert_eq!(store.stream_len(STREAM).await.unwrap(), 2, "nothing appended past the bound");
+
+        // An entry waiting as long as `max_age` means nobody drains: new orders are refused.
+        let stale = QueueLimits { max_age: Duration::from_millis(50), ..QueueLimits::default() };
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let old = enqueue(&store, &stale, "r5", &owner, "k5", &items).await.unwrap_err();
+        assert!(matches!(&old, QueueError::Unavailable(why) if why.contains("max_age")), "{old:?}");
+        assert_eq!(entry_age("1000-0", 3500), Some(Duration::from_millis(2500)));
+        assert_eq!(entry_age("nope", 1), None);
+    }
+
+    #[test]
+    fn the_queued_event_is_logged_with_the_orders_services_bounds() {
+        assert_eq!(EVENTS_BOUNDS, orders_service::events::DEFAULT_BOUNDS);
+        assert!(QueueLimits::default().max_age * 4 <= orders_service::Config::default().idempotency_ttl);
+        assert_eq!(RECORD_TTL, orders_service::Config::default().idempotency_ttl);
     }
 
     #[tokio::test]
@@ -303,7 +389,7 @@ mod tests {
         let (owner, article, created) = (ids::new_id(), ids::new_id(), ids::new_id());
         let items = [line(&article, 1)];
         bind_created(&store, &owner, "k", &fingerprint(&items), &created).await;
-        let replay = enqueue(&store, "rid", &owner, "k", &items).await.unwrap();
+        let replay = enqueue(&store, &QueueLimits::default(), "rid", &owner, "k", &items).await.unwrap();
         assert_eq!(replay.order.id, created);
     }
 
@@ -312,7 +398,9 @@ mod tests {
         use orders_service::queue as consumer;
         let store = Store::memory();
         let (owner, article) = (ids::new_id(), ids::new_id());
-        let queued = enqueue(&store, "rid-9", &owner, "key-9", &[line(&article, 7)]).await.unwrap();
+        let queued = enqueue(&store, &QueueLimits::default(), "rid-9", &owner, "key-9", &[line(&article, 7)])
+            .await
+            .unwrap();
         assert_eq!(STREAM, consumer::STREAM);
         store.stream_create_group(consumer::STREAM, consumer::GROUP).await.unwrap();
         let entries = store.stream_read(consumer::STREAM, consumer::GROUP, "test", 10).await.unwrap();
@@ -351,7 +439,9 @@ mod tests {
         let (owner, article) = (ids::new_id(), ids::new_id());
         redis.kill();
         let started = std::time::Instant::now();
-        let err = enqueue(&store, "rid", &owner, "k", &[line(&article, 1)]).await.unwrap_err();
+        let err = enqueue(&store, &QueueLimits::default(), "rid", &owner, "k", &[line(&article, 1)])
+            .await
+            .unwrap_err();
         assert!(matches!(err, QueueError::Unavailable(_)), "{err:?}");
         assert!(started.elapsed() <= ENQUEUE_TIMEOUT + Duration::from_millis(500));
         assert_eq!(bound_order_id(&store, &owner, "k", "fp").await, None, "lookups fail open");

@@ -99,8 +99,9 @@ mod tests {
     #[tokio::test]
     async fn a_follower_replays_after_its_position_follows_new_entries_and_stops() {
         let store = Store::memory();
-        let first = store.log_append("log", &[("n", "1")], 10).await.unwrap();
-        store.log_append("log", &[("n", "2")], 10).await.unwrap();
+        let bounds = crate::store::LogBounds { max_len: 10, max_bytes: 1000, ttl: Duration::from_secs(60) };
+        let first = store.log_append("log", &[("n", "1")], bounds).await.unwrap();
+        store.log_append("log", &[("n", "2")], bounds).await.unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let opts = FollowOptions { poll_interval: Duration::from_millis(5), batch: 1 };
         let stop = async move {
@@ -109,7 +110,7 @@ mod tests {
         let mut entries = Box::pin(follow(store.clone(), "log".into(), Some(first), opts, stop));
         let n = |e: StreamEntry| e.field("n").unwrap().to_owned();
         assert_eq!(n(entries.next().await.unwrap().unwrap()), "2");
-        store.log_append("log", &[("n", "3")], 10).await.unwrap();
+        store.log_append("log", &[("n", "3")], bounds).await.unwrap();
         assert_eq!(n(entries.next().await.unwrap().unwrap()), "3");
         stop_tx.send(()).unwrap();
         assert!(entries.next().await.is_none(), "stopped");

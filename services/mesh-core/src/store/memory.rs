@@ -1,7 +1,8 @@
 //! The in-process backend: the embedded default for `meshctl up` without Redis.
 //!
 //! One mutex over all maps keeps every operation trivially atomic, which is the contract the Redis
-//! backend gets from single-threaded command execution. Expiry is checked on access.
+//! backend gets from single-threaded command execution. Expiry (of strings, hashes and logs) is
+//! checked on access.
 //! Streams live in `memory/stream.rs`.
 
 mod stream;
@@ -59,6 +60,20 @@ impl Maps {
             self.hashes.remove(key);
         }
         self.hashes.get_mut(key)
+    }
+
+    fn live_stream(&mut self, key: &str) -> Option<&mut stream::Stream> {
+        let now = Instant::now();
+        if self.streams.get(key).is_some_and(|s| !s.live(now)) {
+            self.streams.remove(key);
+        }
+        self.streams.get_mut(key)
+    }
+
+    /// The stream `key`, created empty (and without expiry) if absent or expired.
+    fn live_stream_or_default(&mut self, key: String) -> &mut stream::Stream {
+        self.live_stream(&key);
+        self.streams.entry(key).or_default()
     }
 }
 
@@ -136,7 +151,9 @@ impl MemoryStore {
     pub(super) async fn delete(&self, key: &str) -> StoreResult<bool> {
         let key = self.key(key);
         let mut maps = self.lock();
-        let existed = maps.live_string(&key).is_some() || maps.live_hash(&key).is_some();
+        let existed = maps.live_string(&key).is_some()
+            || maps.live_hash(&key).is_some()
+            || maps.live_stream(&key).is_some();
         maps.strings.remove(&key);
         maps.hashes.remove(&key);
         let existed = existed | maps.indexes.remove(&key).is_some();
@@ -182,11 +199,13 @@ impl MemoryStore {
 
     pub(super) async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {
         let now = Instant::now();
-        Ok(self
-            .lock()
-            .live_string(&self.key(key))
-            .and_then(|e| e.expires_at)
-            .map(|t| t.saturating_duration_since(now)))
+        let key = self.key(key);
+        let mut maps = self.lock();
+        // A key has one kind; whichever holds it answers (indexes never expire).
+        let string = maps.live_string(&key).map(|e| e.expires_at);
+        let hash = maps.live_hash(&key).map(|e| e.expires_at);
+        let stream = maps.live_stream(&key).map(|s| s.expires_at);
+        Ok(string.or(hash).or(stream).flatten().map(|t| t.saturating_duration_since(now)))
     }
 
     pub(super) async fn index_add(&self, key: &str, member: &str) -> StoreResult<()> {

@@ -15,8 +15,9 @@
 //! the stream's length is the work not yet done.
 //!
 //! A stream can also be a capped log ([`Store::log_append`], [`Store::log_after`]): appended to,
-//! trimmed to about its last N entries, and read by anyone from any position, with no group;
-//! [`follow`] reads one from a position on as it grows.
+//! trimmed to its last entries within a count and a byte bound ([`LogBounds`]), expiring when
+//! nobody appends for a while, and read by anyone from any position, with no group; [`follow`]
+//! reads one from a position on as it grows.
 
 mod follow;
 mod memory;
@@ -76,6 +77,22 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How much a capped log keeps ([`Store::log_append`]): the oldest entries are dropped until
+/// both bounds hold, and the whole log expires `ttl` after its last append. The newest entry
+/// always stays, so one entry larger than `max_bytes` is the whole log: callers bound their
+/// entries (analytics bounds event properties) well below `max_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogBounds {
+    /// Entries kept at most.
+    pub max_len: usize,
+    /// Bytes kept at most, counted as the sum of the lengths of the field names and values of the
+    /// kept entries: what the caller stored, not the backend's overhead (Redis adds a few bytes
+    /// per entry and per node of 100 entries; see `redis/stream.rs`).
+    pub max_bytes: usize,
+    /// How long the log lives after its last append.
+    pub ttl: Duration,
+}
 
 /// Outcome of [`Store::add_bounded`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +202,8 @@ impl Store {
         dispatch!(self, add_bounded(key, delta, min, max, ttl))
     }
 
-    /// Remaining lifetime of `key`: `None` if it does not exist or never expires.
+    /// Remaining lifetime of `key`, whatever kind of key it is: `None` if it does not exist or
+    /// never expires.
     pub async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {
         dispatch!(self, ttl(key))
     }
@@ -296,17 +314,17 @@ impl Store {
         dispatch!(self, stream_len(key))
     }
 
-    /// Appends an entry to the capped log `key` (a stream; created if absent) and trims it to
-    /// about its last `max_len` entries, and returns the entry's id. "About": Redis trims whole
-    /// nodes (`MAXLEN ~`), so up to one node (100 entries by default) more may stay; memory trims
-    /// exactly. Not for work queues: trimmed entries are gone, read or not.
+    /// Appends an entry to the capped log `key` (a stream; created if absent), drops its oldest
+    /// entries until it holds at most `bounds.max_len` entries and `bounds.max_bytes` bytes
+    /// (exactly, on both backends), sets it to expire `bounds.ttl` from now, and returns the
+    /// entry's id. One atomic step. Not for work queues: dropped entries are gone, read or not.
     pub async fn log_append(
         &self,
         key: &str,
         fields: &[(&str, &str)],
-        max_len: usize,
+        bounds: LogBounds,
     ) -> StoreResult<String> {
-        dispatch!(self, log_append(key, fields, max_len))
+        dispatch!(self, log_append(key, fields, bounds))
     }
 
     /// Up to `count` entries of the log (or stream) `key` strictly after the id `after` (from the

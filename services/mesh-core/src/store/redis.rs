@@ -45,6 +45,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     add_bounded: Script,
     delete_if_eq: Script,
+    log_append: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -77,6 +78,7 @@ impl RedisStore {
             conn,
             add_bounded: Script::new(ADD_BOUNDED),
             delete_if_eq: Script::new(DELETE_IF_EQ),
+            log_append: Script::new(stream::LOG_APPEND),
         })
     }
 

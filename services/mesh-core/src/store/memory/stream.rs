@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::MemoryStore;
-use crate::store::{StoreError, StoreResult, StreamEntry};
+use crate::store::{LogBounds, StoreError, StoreResult, StreamEntry};
 
 /// `<unix ms>-<sequence>`, compared as numbers like Redis does.
 type EntryId = (u64, u64);
@@ -14,7 +14,11 @@ type EntryId = (u64, u64);
 pub(super) struct Stream {
     last_id: EntryId,
     entries: BTreeMap<EntryId, Vec<(String, String)>>,
+    /// Sum of [`size`] over `entries`: what a log's byte bound is checked against.
+    bytes: usize,
     groups: HashMap<String, Group>,
+    /// Set by a log append (work queues never expire). Checked on access, as for strings.
+    pub(super) expires_at: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +44,11 @@ fn parse_id(id: &str) -> Option<EntryId> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
+/// What an entry counts towards a log's byte bound: its field names and values, as on Redis.
+fn size(fields: &[(String, String)]) -> usize {
+    fields.iter().map(|(f, v)| f.len() + v.len()).sum()
+}
+
 fn no_group(group: &str) -> StoreError {
     StoreError::Unavailable(format!("NOGROUP no consumer group {group}"))
 }
@@ -51,15 +60,31 @@ impl Stream {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let id = if now > self.last_id.0 { (now, 0) } else { (self.last_id.0, self.last_id.1 + 1) };
         self.last_id = id;
-        self.entries.insert(id, fields.iter().map(|(f, v)| ((*f).to_owned(), (*v).to_owned())).collect());
+        let fields: Vec<(String, String)> =
+            fields.iter().map(|(f, v)| ((*f).to_owned(), (*v).to_owned())).collect();
+        self.bytes += size(&fields);
+        self.entries.insert(id, fields);
         id
     }
 
-    /// Drops the oldest entries past `max_len`.
-    fn trim(&mut self, max_len: usize) {
-        while self.entries.len() > max_len {
-            self.entries.pop_first();
+    /// Drops the oldest entries until both bounds hold, always keeping the newest.
+    fn trim(&mut self, bounds: LogBounds) {
+        while self.entries.len() > 1 && (self.entries.len() > bounds.max_len || self.bytes > bounds.max_bytes)
+        {
+            if let Some((_, fields)) = self.entries.pop_first() {
+                self.bytes -= size(&fields);
+            }
         }
+    }
+
+    fn remove(&mut self, id: &EntryId) {
+        if let Some(fields) = self.entries.remove(id) {
+            self.bytes -= size(&fields);
+        }
+    }
+
+    pub(super) fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|t| t > now)
     }
 
     fn after(&self, after: Option<EntryId>, count: usize) -> Vec<StreamEntry> {
@@ -134,7 +159,7 @@ impl Stream {
             None => 0,
         };
         for id in &ids {
-            self.entries.remove(id);
+            self.remove(id);
         }
         acked
     }
@@ -148,12 +173,12 @@ impl MemoryStore {
         key: &str,
         fields: &[(&str, &str)],
     ) -> StoreResult<String> {
-        let id = self.lock().streams.entry(self.key(key)).or_default().add(fields);
+        let id = self.lock().live_stream_or_default(self.key(key)).add(fields);
         Ok(format_id(id))
     }
 
     pub(in crate::store) async fn stream_create_group(&self, key: &str, group: &str) -> StoreResult<()> {
-        self.lock().streams.entry(self.key(key)).or_default().groups.entry(group.to_owned()).or_default();
+        self.lock().live_stream_or_default(self.key(key)).groups.entry(group.to_owned()).or_default();
         Ok(())
     }
 
@@ -164,7 +189,7 @@ impl MemoryStore {
         consumer: &str,
         count: usize,
     ) -> StoreResult<Vec<StreamEntry>> {
-        match self.lock().streams.get_mut(&self.key(key)) {
+        match self.lock().live_stream(&self.key(key)) {
             Some(stream) => stream.read_new(group, consumer, count),
             None => Err(no_group(group)),
         }
@@ -177,7 +202,7 @@ impl MemoryStore {
         consumer: &str,
         count: usize,
     ) -> StoreResult<Vec<StreamEntry>> {
-        match self.lock().streams.get_mut(&self.key(key)) {
+        match self.lock().live_stream(&self.key(key)) {
             Some(stream) => stream.read_pending(group, consumer, count),
             None => Err(no_group(group)),
         }
@@ -191,7 +216,7 @@ impl MemoryStore {
         min_idle: Duration,
         count: usize,
     ) -> StoreResult<Vec<StreamEntry>> {
-        match self.lock().streams.get_mut(&self.key(key)) {
+        match self.lock().live_stream(&self.key(key)) {
             Some(stream) => stream.claim(group, consumer, min_idle, count),
             None => Err(no_group(group)),
         }
@@ -203,19 +228,20 @@ impl MemoryStore {
         group: &str,
         ids: &[String],
     ) -> StoreResult<usize> {
-        Ok(self.lock().streams.get_mut(&self.key(key)).map_or(0, |stream| stream.ack(group, ids)))
+        Ok(self.lock().live_stream(&self.key(key)).map_or(0, |stream| stream.ack(group, ids)))
     }
 
     pub(in crate::store) async fn log_append(
         &self,
         key: &str,
         fields: &[(&str, &str)],
-        max_len: usize,
+        bounds: LogBounds,
     ) -> StoreResult<String> {
         let mut maps = self.lock();
-        let stream = maps.streams.entry(self.key(key)).or_default();
+        let stream = maps.live_stream_or_default(self.key(key));
         let id = stream.add(fields);
-        stream.trim(max_len);
+        stream.trim(bounds);
+        stream.expires_at = Some(Instant::now() + bounds.ttl);
         Ok(format_id(id))
     }
 
@@ -231,19 +257,18 @@ impl MemoryStore {
             ),
             None => None,
         };
-        Ok(self.lock().streams.get(&self.key(key)).map_or_else(Vec::new, |s| s.after(after, count)))
+        Ok(self.lock().live_stream(&self.key(key)).map_or_else(Vec::new, |s| s.after(after, count)))
     }
 
     pub(in crate::store) async fn log_last_id(&self, key: &str) -> StoreResult<Option<String>> {
         Ok(self
             .lock()
-            .streams
-            .get(&self.key(key))
+            .live_stream(&self.key(key))
             .and_then(|s| s.entries.last_key_value().map(|(id, _)| format_id(*id))))
     }
 
     pub(in crate::store) async fn stream_len(&self, key: &str) -> StoreResult<u64> {
-        Ok(self.lock().streams.get(&self.key(key)).map_or(0, |stream| stream.entries.len() as u64))
+        Ok(self.lock().live_stream(&self.key(key)).map_or(0, |stream| stream.entries.len() as u64))
     }
 }
 

@@ -1,12 +1,82 @@
 //! Streams on Redis (XADD, XGROUP, XREADGROUP, XAUTOCLAIM, XACK + XDEL). Needs Redis 6.2 or
-//! later, for XAUTOCLAIM.
+//! later, for XAUTOCLAIM and exclusive XRANGE starts.
+//!
+//! # Capped logs, bounded in bytes exactly
+//! A log's byte bound is kept without a second key and without reading the whole log: every
+//! entry carries one more field, [`LOG_MARK`], holding the bytes appended to the log up to and
+//! including that entry (its end offset, as in a file). The bytes the log holds are then the
+//! newest entry's offset minus where the oldest one starts (its offset minus its own size), so
+//! one append reads the newest entry, appends, and reads only the oldest few entries it drops,
+//! all in one script ([`LOG_APPEND`]). A second key holding a running total would be simpler to
+//! read, but could be evicted or expire apart from the log and then undercount; the offsets
+//! live and die with the entries. Readers never see the mark ([`RedisStore::log_after`]
+//! strips it). What Redis itself adds (the mark, ~10 bytes of entry header, node headers) is
+//! overhead on top of `max_bytes`, a few percent for entries of a few hundred bytes; the
+//! bound is on what callers store, the same on both backends.
 
 use std::time::Duration;
 
 use redis::Value;
 
-use super::{RedisStore, unavailable};
-use crate::store::{StoreError, StoreResult, StreamEntry};
+use super::{RedisStore, millis, unavailable};
+use crate::store::{LogBounds, StoreError, StoreResult, StreamEntry};
+
+/// The field every log entry carries on Redis: the log's end offset after that entry, in bytes.
+/// Reserved: a caller's field of this name would be stripped on read.
+pub(in crate::store) const LOG_MARK: &str = "__log_end";
+
+/// One atomic append to a capped log. KEYS[1]: the log. ARGV: the mark's name, `max_len`,
+/// `max_bytes`, the TTL in ms, then the entry's fields and values. The oldest entries go while
+/// the count is over `max_len` or an entry starts before `newest end - max_bytes`; the dropped
+/// ones are a prefix (offsets only grow), so the scan stops at the first entry kept. The newest
+/// always stays. An entry without a mark (written before marks existed) counts as starting at
+/// its size before 0, so it goes once `max_bytes` of marked entries are appended after it.
+pub(in crate::store) const LOG_APPEND: &str = r#"
+local key, mark = KEYS[1], ARGV[1]
+local max_len, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
+local function mark_of(flat)
+  for i = 1, #flat, 2 do
+    if flat[i] == mark then return tonumber(flat[i + 1]) end
+  end
+  return nil
+end
+local function size(flat)
+  local n = 0
+  for i = 1, #flat, 2 do
+    if flat[i] ~= mark then n = n + #flat[i] + #flat[i + 1] end
+  end
+  return n
+end
+local entry = {}
+for i = 5, #ARGV do entry[#entry + 1] = ARGV[i] end
+local offset = 0
+local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+if #newest > 0 then offset = mark_of(newest[1][2]) or 0 end
+local fin = offset + size(entry)
+entry[#entry + 1] = mark
+entry[#entry + 1] = string.format('%d', fin)
+local id = redis.call('XADD', key, '*', unpack(entry))
+local len = redis.call('XLEN', key)
+local floor = fin - max_bytes
+local drop, cursor, done = 0, '-', false
+while not done and drop < len - 1 do
+  local batch = redis.call('XRANGE', key, cursor, '+', 'COUNT', 8)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    local start = (mark_of(e[2]) or 0) - size(e[2])
+    if drop < len - 1 and (len - drop > max_len or start < floor) then
+      drop = drop + 1
+      cursor = '(' .. e[1]
+    else
+      done = true
+      break
+    end
+  end
+end
+if drop > 0 then redis.call('XTRIM', key, 'MAXLEN', '=', len - drop) end
+redis.call('PEXPIRE', key, ARGV[4])
+return id
+"#;
 
 /// XAUTOCLAIM scans at most ten times COUNT pending entries per call; this bounds how many calls
 /// one [`RedisStore::stream_claim`] makes over a long pending list of busy entries.
@@ -185,14 +255,16 @@ impl RedisStore {
         &self,
         key: &str,
         fields: &[(&str, &str)],
-        max_len: usize,
+        bounds: LogBounds,
     ) -> StoreResult<String> {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(self.key(key)).arg("MAXLEN").arg("~").arg(max_len).arg("*");
+        debug_assert!(fields.iter().all(|(f, _)| *f != LOG_MARK), "{LOG_MARK} is reserved");
+        let mut invocation = self.log_append.key(self.key(key));
+        invocation.arg(LOG_MARK).arg(bounds.max_len).arg(bounds.max_bytes).arg(millis(bounds.ttl));
         for (field, value) in fields {
-            cmd.arg(*field).arg(*value);
+            invocation.arg(*field).arg(*value);
         }
-        self.query(&cmd).await
+        let mut conn = self.conn.clone();
+        invocation.invoke_async(&mut conn).await.map_err(unavailable)
     }
 
     pub(in crate::store) async fn log_after(
@@ -207,7 +279,11 @@ impl RedisStore {
         };
         let mut cmd = redis::cmd("XRANGE");
         cmd.arg(self.key(key)).arg(start).arg("+").arg("COUNT").arg(count.max(1));
-        entries(&self.query::<Value>(&cmd).await?)
+        let mut found = entries(&self.query::<Value>(&cmd).await?)?;
+        for entry in &mut found {
+            entry.fields.retain(|(f, _)| f != LOG_MARK);
+        }
+        Ok(found)
     }
 
     pub(in crate::store) async fn log_last_id(&self, key: &str) -> StoreResult<Option<String>> {
