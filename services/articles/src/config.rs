@@ -23,6 +23,13 @@ pub struct Config {
     /// returns what it took, so a live call never overlaps an expired claim. Default: 60s.
     #[serde(with = "humantime_serde")]
     pub reservation_timeout: Duration,
+    /// How long a settled reservation (`reserved`, `released`) is kept. It is what makes a repeat
+    /// of a reservation take nothing twice, and orders repeats one only while the order's
+    /// Idempotency-Key lives (24h by default, plus a queued order's wait, at most an hour by
+    /// default), so a week outlives every repeat several times over; a release after that finds
+    /// nothing and returns no stock. Default: 7d.
+    #[serde(with = "humantime_serde")]
+    pub reservation_ttl: Duration,
     /// Upper bound on articles one `ListArticles` call examines while filtering by a query. A
     /// sparse query stops there with a short page and a cursor to continue from, so no call reads
     /// the whole catalogue. Default: 1000.
@@ -37,6 +44,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             store: StoreConfig::default(),
             reservation_timeout: Duration::from_secs(60),
+            reservation_ttl: Duration::from_secs(7 * 24 * 3600),
             max_scan: 1000,
         }
     }
@@ -48,6 +56,10 @@ impl Config {
         anyhow::ensure!(
             self.reservation_timeout >= Duration::from_secs(2),
             "reservation_timeout must be at least 2s"
+        );
+        anyhow::ensure!(
+            self.reservation_ttl >= Duration::from_secs(48 * 3600),
+            "reservation_ttl must be at least 48h, longer than any repeat of a reservation"
         );
         anyhow::ensure!(self.max_scan >= 1, "max_scan must be at least 1");
         Ok(())

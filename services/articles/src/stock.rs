@@ -7,7 +7,8 @@
 //!    whatever other replicas do at the same time;
 //! 3. if a line is short, give back what the earlier lines took, drop the claim if it is still
 //!    this call's own (`delete_if_eq`), and refuse;
-//! 4. else flip the claim to `reserved` with the lines and their prices.
+//! 4. else flip the claim to `reserved` with the lines and their prices, kept for
+//!    `reservation_ttl` (7d by default, far past any repeat).
 //!
 //! A repeat with the same id finds the claim: `reserved` answers the stored lines again (nothing
 //! is taken twice), `pending` means another call is at step 2 and answers ABORTED (retry soon).
@@ -68,7 +69,7 @@ impl ArticlesApi {
         }
 
         let reserved = Reservation::new(ReservationState::Reserved, pending.lines);
-        match self.store.replace(&key, &reserved.encode()?, None).await? {
+        match self.store.replace(&key, &reserved.encode()?, Some(self.cfg.reservation_ttl)).await? {
             Some(_) => {
                 tracing::info!(reservation = %id, lines = reserved.lines.len(), "stock reserved");
                 Ok(response(id, &reserved))
@@ -94,7 +95,9 @@ impl ArticlesApi {
             return Ok(false);
         }
         let released = Reservation::new(ReservationState::Released, current.lines);
-        let Some(previous) = self.store.replace(&key, &released.encode()?, None).await? else {
+        let Some(previous) =
+            self.store.replace(&key, &released.encode()?, Some(self.cfg.reservation_ttl)).await?
+        else {
             return Ok(false);
         };
         let previous: Reservation = decode(&key, &previous)?;
