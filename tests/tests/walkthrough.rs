@@ -28,6 +28,11 @@ async fn the_readme_walkthrough_works_end_to_end() {
     let revoked =
         t.call(Method::POST, "/v1/auth/refresh", None, Some(json!({"refresh_token": newest}))).await;
     revoked.assert_problem(401);
+    // And so are the session's access tokens, on every gateway within a second (revocation.rs);
+    // this one was never used, so no gateway holds a verdict on it: refused at once.
+    let stale = t.call(Method::GET, "/v1/users/me", Some(&token), None).await;
+    stale.assert_problem(401);
+    let token = t.login("ada@example.com").await.body["access_token"].as_str().unwrap().to_owned();
 
     // Profile, read and changed.
     let me = t.call(Method::GET, "/v1/users/me", Some(&token), None).await;
