@@ -210,9 +210,11 @@ pub async fn watch<F: Future>(connection: F, activity: Arc<Activity>, limits: &C
     }
 }
 
-/// Waits until `stream` has something to read (or is closed), at most `timeout`.
+/// Waits until `stream` has a byte to read, at most `timeout`; false when it stayed silent or
+/// closed. A peek, not `readable()`, which may wake spuriously: the byte stays for hyper.
 pub async fn first_byte(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
-    matches!(tokio::time::timeout(timeout, stream.readable()).await, Ok(Ok(())))
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(timeout, stream.peek(&mut byte)).await, Ok(Ok(1..)))
 }
 
 // === impl WriteDeadline ===
