@@ -153,7 +153,6 @@ async fn one_stream_past_the_per_user_cap_is_refused_with_429_and_a_freed_slot_i
     .await;
     let (_, alice, _) = t.user("live-cap-alice@example.com").await;
     let (_, bob, _) = t.user("live-cap-bob@example.com").await;
-    // The cap is per gateway instance: talk to one directly.
     let gateway = format!("http://{}", t.mesh.get(Kind::BusinessGateway, 1).addr);
 
     let first = SseStream::open(&gateway, LIVE, &alice, &[]).await;
@@ -176,6 +175,38 @@ async fn one_stream_past_the_per_user_cap_is_refused_with_429_and_a_freed_slot_i
     })
     .await;
     assert!(reopened, "closing a stream gives its slot back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_per_user_stream_cap_holds_across_gateways() {
+    let t = TestMesh::start_customised(Default::default(), |opts, _| {
+        opts.configure_gateway = Arc::new(|cfg: &mut gateway::Config| cfg.streams.per_principal = 2);
+    })
+    .await;
+    let (_, alice, _) = t.user("live-cap-across@example.com").await;
+    let one = format!("http://{}", t.mesh.get(Kind::BusinessGateway, 1).addr);
+    let two = format!("http://{}", t.mesh.get(Kind::BusinessGateway, 2).addr);
+
+    // One stream on each gateway spends the cap of two: the store holds the user's leases.
+    let on_one = SseStream::open(&one, LIVE, &alice, &[]).await;
+    let _on_two = SseStream::open(&two, LIVE, &alice, &[]).await;
+    let refused = [
+        SseStream::request(&one, LIVE, &alice, &[]).await.status(),
+        SseStream::request(&two, LIVE, &alice, &[]).await.status(),
+        SseStream::request(&t.base, LIVE, &alice, &[]).await.status(),
+    ];
+    println!(
+        "with 2 streams open (one per gateway, cap 2): gateway 1, gateway 2, router answered {refused:?}"
+    );
+    assert_eq!(refused, [StatusCode::TOO_MANY_REQUESTS; 3]);
+
+    // Closing the stream on gateway 1 frees a lease that gateway 2 can use.
+    drop(on_one);
+    let reopened = mesh_tests::wait_until(Duration::from_secs(5), || async {
+        SseStream::request(&two, LIVE, &alice, &[]).await.status() == StatusCode::OK
+    })
+    .await;
+    assert!(reopened, "a lease freed on one gateway is usable on the other");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

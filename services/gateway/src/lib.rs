@@ -66,7 +66,7 @@ pub async fn state(cfg: Config) -> anyhow::Result<AppState> {
         Arc::new(JwksVerifier::new(clients.auth.clone(), clients.deadlines().auth, &cfg.jwt, lkg.clone()));
     let api_keys = ApiKeyVerifier::new(lkg.clone(), cfg.api_key_cache_ttl);
     let local_quota = Arc::new(quota::LocalQuota::new(cfg.local_quota.clone()));
-    let streams = Arc::new(streams::StreamSlots::new(&cfg.streams));
+    let streams = Arc::new(streams::StreamSlots::new(&cfg.streams, store.clone()));
     Ok(AppState { cfg: Arc::new(cfg), clients, jwks, api_keys, store, lkg, local_quota, streams })
 }
 

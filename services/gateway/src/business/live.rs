@@ -96,7 +96,7 @@ pub async fn live(
     ValidQuery(params): ValidQuery<LiveParams>,
 ) -> Result<Response, ApiError> {
     let after_id = last_event_id(&headers)?;
-    let slot = state.streams.acquire(&principal.user_id)?;
+    let slot = state.streams.acquire(&principal.user_id).await?;
     let request = pb::WatchEventsRequest {
         owner_id: principal.user_id,
         r#type: params.kind.unwrap_or_default(),

@@ -52,7 +52,7 @@ pub async fn order_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let after_id = last_event_id(&headers)?;
-    let slot = state.streams.acquire(&principal.user_id)?;
+    let slot = state.streams.acquire(&principal.user_id).await?;
     let request = pb::WatchOrderRequest { owner_id: principal.user_id, id, after_id };
     // The deadline covers the call until its headers: the stream itself runs until someone ends it.
     let upstream = state
