@@ -120,6 +120,9 @@ mod tests {
         map
     }
 
+    /// Header lines of one case.
+    type Lines<'a> = &'a [(&'a str, &'a str)];
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -127,7 +130,7 @@ mod tests {
     #[test]
     fn the_client_address_follows_the_trust_table() {
         let ingress = trusted(&["10.0.0.0/8"]);
-        let cases: &[(&str, &TrustedProxies, &[(&str, &str)], &str)] = &[
+        let cases: &[(&str, &TrustedProxies, Lines<'_>, &str)] = &[
             // Untrusted peer: its headers are ignored, whatever they say.
             ("spoofed by a client", &ingress, &[("x-forwarded-for", "1.2.3.4")], "203.0.113.9"),
             (
@@ -140,7 +143,7 @@ mod tests {
         for (name, table, hdrs, want) in cases {
             assert_eq!(table.client_addr(ip("203.0.113.9"), &headers(hdrs)), ip(want), "{name}");
         }
-        let from_ingress: &[(&str, &[(&str, &str)], &str)] = &[
+        let from_ingress: &[(&str, Lines<'_>, &str)] = &[
             ("one hop", &[("x-forwarded-for", "198.51.100.7")], "198.51.100.7"),
             ("right-most untrusted wins", &[("x-forwarded-for", "6.6.6.6, 198.51.100.7")], "198.51.100.7"),
             ("trusted hops are skipped", &[("x-forwarded-for", "198.51.100.7, 10.1.2.3")], "198.51.100.7"),
