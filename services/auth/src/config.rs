@@ -87,11 +87,15 @@ pub struct HashingConfig {
     /// Longest wait for a free hashing slot before the call is refused. Default: 1s.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// Nice value of the hashing threads (Linux), 0..=19: under contention a hash yields the CPU
+    /// to the latency-bound calls of this process and whatever shares its cores; an idle machine
+    /// still gives hashing all of it. `0` runs them like every other thread. Default: 10.
+    pub nice: i32,
 }
 
 impl Default for HashingConfig {
     fn default() -> Self {
-        Self { max_concurrent: 0, memory_budget_mib: 256, max_wait: Duration::from_secs(1) }
+        Self { max_concurrent: 0, memory_budget_mib: 256, max_wait: Duration::from_secs(1), nice: 10 }
     }
 }
 
@@ -161,6 +165,7 @@ impl Config {
             self.hashing.max_concurrent > 0 || self.hashing.memory_budget_mib > 0,
             "hashing: set max_concurrent or a memory_budget_mib above 0"
         );
+        anyhow::ensure!((0..=19).contains(&self.hashing.nice), "hashing.nice must be within 0..=19");
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod chaos;
+pub(crate) mod identity;
 pub(crate) mod services_chaos;
 pub(crate) mod sse;
 
