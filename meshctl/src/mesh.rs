@@ -83,6 +83,7 @@ pub struct MeshOptions {
     pub with_edge: bool,
     pub configure_auth: Configure<auth_service::Config>,
     pub configure_quota: Configure<quota_service::Config>,
+    pub configure_analytics: Configure<analytics_service::Config>,
     pub configure_gateway: Configure<gateway::Config>,
     pub configure_router: Configure<gateway_router::Config>,
 }
@@ -97,6 +98,7 @@ impl Default for MeshOptions {
             with_edge: true,
             configure_auth: Arc::new(|_| {}),
             configure_quota: Arc::new(|_| {}),
+            configure_analytics: Arc::new(|_| {}),
             configure_gateway: Arc::new(|_| {}),
             configure_router: Arc::new(|_| {}),
         }
@@ -246,7 +248,8 @@ impl Mesh {
                     })?;
                 }
                 Kind::Analytics => {
-                    let cfg = analytics_service::Config { store, ..Default::default() };
+                    let mut cfg = analytics_service::Config { store, ..Default::default() };
+                    (opts.configure_analytics)(&mut cfg);
                     mesh.spawn(kind, replica, listener, move |l, s| {
                         analytics_service::serve(cfg.clone(), l, s)
                     })?;

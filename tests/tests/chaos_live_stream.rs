@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_proto::analytics::analytics_service_client::AnalyticsServiceClient;
@@ -74,10 +75,14 @@ async fn sigkilling_the_gateway_mid_stream_ends_the_stream_and_the_client_resume
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_sse_client_does_not_grow_gateway_memory() {
     // A small buffer and a short stall limit; as many 16 KiB events as 6 s allow against a
-    // client that reads nothing.
-    let chaos = Chaos::start_with_gateway_env(
+    // client that reads nothing (analytics allows events that large here: the default is 4 KiB).
+    let chaos = Chaos::start_customised(
         &[("MESH_STREAMS__BUFFER", "16"), ("MESH_STREAMS__STALL_TIMEOUT", "2s")],
         |_| {},
+        |opts| {
+            opts.configure_analytics =
+                Arc::new(|cfg: &mut analytics_service::Config| cfg.max_properties_bytes = 64 * 1024)
+        },
     )
     .await;
     let token = chaos.token("sse-slow@example.com").await;

@@ -21,6 +21,9 @@ async fn a_slow_sse_client_does_not_grow_gateway_memory() {
             cfg.streams.buffer = BUFFER;
             cfg.streams.stall_timeout = Duration::from_secs(1);
         });
+        // Events of ~8 KiB fill the buffer fast; the default bound is 4 KiB.
+        opts.configure_analytics =
+            Arc::new(|cfg: &mut analytics_service::Config| cfg.max_properties_bytes = 64 * 1024);
     })
     .await;
     let (user, token, _) = t.user("live-slow@example.com").await;

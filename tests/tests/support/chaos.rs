@@ -86,13 +86,22 @@ impl Chaos {
         extra: &[(&str, &str)],
         tweak: impl FnOnce(&mut gateway_router::Config),
     ) -> Self {
+        Self::start_customised(extra, tweak, |_| {}).await
+    }
+
+    /// Like [`Chaos::start_with_gateway_env`]; `customise` adjusts the in-process services last.
+    pub(crate) async fn start_customised(
+        extra: &[(&str, &str)],
+        tweak: impl FnOnce(&mut gateway_router::Config),
+        customise: impl FnOnce(&mut MeshOptions),
+    ) -> Self {
         let redis = RedisServer::start().await.unwrap();
         let store = StoreConfig {
             redis_url: Some(redis.url()),
             key_prefix: unique_prefix("chaos"),
             ..StoreConfig::default()
         };
-        let opts = MeshOptions {
+        let mut opts = MeshOptions {
             store: store.clone(),
             replicas: 2,
             fixed_ports: false,
@@ -109,6 +118,7 @@ impl Chaos {
             }),
             ..MeshOptions::default()
         };
+        customise(&mut opts);
         let services = Mesh::start(opts).await.unwrap();
         services.wait_ready(Duration::from_secs(20)).await.unwrap();
 
