@@ -4,9 +4,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-pub const REQUEST_ID: &str = "x-request-id";
-pub const TRACEPARENT: &str = "traceparent";
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub use mesh_core::headers::{IDEMPOTENCY_KEY, MESH_FAULT, REQUEST_ID, TRACEPARENT};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -43,7 +41,7 @@ pub fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|v| mesh_core::contracts::is_token(v))
         .map(str::to_owned)
         .unwrap_or_else(mesh_core::ids::new_id)
 }

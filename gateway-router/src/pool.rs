@@ -22,6 +22,8 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::retry::budget::{Budget, TpsBudget};
 
+use mesh_core::fault::{Fault, Side};
+
 use crate::config::{Config, HealthConfig};
 
 /// One gateway instance.
@@ -65,6 +67,20 @@ pub enum Outcome {
     /// the instance answered 5xx before the client had finished sending: not the instance's
     /// doing, so neither a failure nor a success.
     ClientCaused,
+}
+
+impl Outcome {
+    /// The outcome of an attempt as the failure model sees it: `fault` (none: a success),
+    /// the status when the instance answered, and how long it took.
+    pub fn of(fault: Option<Fault>, status: Option<u16>, latency: Duration) -> Self {
+        match (fault, status) {
+            (None, status) => Self::Answered { status: status.unwrap_or(200), latency },
+            (Some(f), _) if f.side == Side::Client => Self::ClientCaused,
+            (Some(f), _) if !f.counts_against_upstream() => Self::Relayed { latency },
+            (Some(_), Some(status)) => Self::Answered { status, latency },
+            (Some(_), None) => Self::Failed,
+        }
+    }
 }
 
 /// What an outcome asks of the pool.

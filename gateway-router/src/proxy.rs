@@ -23,11 +23,12 @@ use tracing::Instrument;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use mesh_core::fault::{Fault, Retry};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{ClientBody, ClientBodyError, Guarded};
 use crate::classify::classify;
-use crate::headers::{IDEMPOTENCY_KEY, REQUEST_ID, prepare_forwarded, strip_hop_by_hop};
+use crate::headers::{IDEMPOTENCY_KEY, MESH_FAULT, REQUEST_ID, prepare_forwarded, strip_hop_by_hop};
 use crate::pool::{InFlight, Outcome, Pool};
 use crate::state::RouterState;
 
@@ -375,23 +376,17 @@ async fn failover(
         let attempt_started = Instant::now();
         let outcome = send(state, pool, request).instrument(attempt_span).await;
         let retryable = |kind_safe: bool| attempt < max_attempts && kind_safe;
-        // An instance that failed while the client was still sending may have been waiting on
-        // the client: that is not the instance's failure.
+        // Whether the client had sent its whole body: an instance that failed before that may
+        // have been waiting on the client ([`Fault::from_answer`]).
         let client_done = complete.load(Ordering::Acquire);
         match outcome {
             Attempt::Answered(response) => {
                 let status = response.status();
-                let latency = attempt_started.elapsed();
-                let outcome = if response.headers().contains_key("x-mesh-fault") {
-                    Outcome::Relayed { latency }
-                } else if status.is_server_error() && !client_done {
-                    Outcome::ClientCaused
-                } else {
-                    Outcome::Answered { status: status.as_u16(), latency }
-                };
-                pool.record(&instance, outcome);
-                let overloaded = matches!(status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE);
-                if overloaded && retryable(payload.replayable()) {
+                let relayed = response.headers().contains_key(MESH_FAULT);
+                let fault = Fault::from_answer(status.as_u16(), relayed, client_done);
+                pool.record(&instance, Outcome::of(fault, Some(status.as_u16()), attempt_started.elapsed()));
+                if fault.is_some_and(|f| f.retry == Retry::AnotherGateway) && retryable(payload.replayable())
+                {
                     tracing::info!(request_id = %id, pool = %pool.name, instance = %instance.addr, %status, attempt, "retrying elsewhere");
                     last_failure = Some(Ok(stream_back(response, in_flight, None)));
                     continue;
@@ -410,7 +405,8 @@ async fn failover(
                 return Ok(stream_back(response, in_flight, Some(slot)));
             }
             Attempt::NotSent(error) => {
-                pool.record(&instance, Outcome::Failed);
+                let fault = Fault::from_attempt(true, false, false, client_done);
+                pool.record(&instance, Outcome::of(Some(fault), None, attempt_started.elapsed()));
                 tracing::warn!(request_id = %id, pool = %pool.name, instance = %instance.addr, %error, attempt, "connect failed");
                 last_failure = Some(Err(Refusal::Unreachable(name())));
                 // Nothing reached the gateway, so any request may go elsewhere, but a streamed
@@ -420,23 +416,25 @@ async fn failover(
                 }
             }
             Attempt::Failed(error) => {
-                if let Some(cause) = ClientBodyError::find(&error) {
-                    pool.record(&instance, Outcome::ClientCaused);
+                let cause = ClientBodyError::find(&error);
+                let fault = Fault::from_attempt(false, false, cause.is_some(), client_done);
+                pool.record(&instance, Outcome::of(Some(fault), None, attempt_started.elapsed()));
+                if let Some(cause) = cause {
                     tracing::info!(request_id = %id, pool = %pool.name, %cause, "the client's body failed");
                     return Err(Refusal::ClientBody(cause.clone()));
                 }
-                pool.record(&instance, if client_done { Outcome::Failed } else { Outcome::ClientCaused });
                 tracing::warn!(request_id = %id, pool = %pool.name, instance = %instance.addr, %error, attempt, "instance failed before answering");
                 last_failure = Some(Err(Refusal::BadGateway(name())));
-                if !retryable(payload.replayable()) {
+                if fault.retry != Retry::AnotherGateway || !retryable(payload.replayable()) {
                     break;
                 }
             }
             Attempt::TimedOut => {
-                pool.record(&instance, if client_done { Outcome::Failed } else { Outcome::ClientCaused });
+                let fault = Fault::from_attempt(false, true, false, client_done);
+                pool.record(&instance, Outcome::of(Some(fault), None, attempt_started.elapsed()));
                 tracing::warn!(request_id = %id, pool = %pool.name, instance = %instance.addr, attempt, "instance did not answer in time");
                 last_failure = Some(Err(Refusal::Timeout(name())));
-                if !retryable(payload.replayable()) {
+                if fault.retry != Retry::AnotherGateway || !retryable(payload.replayable()) {
                     break;
                 }
             }

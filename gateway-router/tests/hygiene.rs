@@ -1,36 +1,19 @@
 //! Proxy hygiene at the router, against an upstream that echoes what it received.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::extract::Request;
-use axum::routing::get;
 use gateway_router::config::{Config, Pool};
 use mesh_tests::Component;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// An upstream that answers every request with the method, path and headers it received.
+/// The stand-in gateway: it echoes the headers and body length it received.
 async fn echo_upstream() -> Component {
-    Component::start(|listener, shutdown| async move {
-        let app = axum::Router::new().route("/readyz", get(|| async { "ready" })).fallback(
-            |req: Request| async move {
-                let headers: serde_json::Map<String, Value> = req
-                    .headers()
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("?"))))
-                    .collect();
-                let body = axum::body::to_bytes(req.into_body(), usize::MAX).await.unwrap_or_default();
-                Json(json!({"headers": headers, "body_len": body.len()}))
-            },
-        );
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-        Ok(())
-    })
-    .await
-    .unwrap()
+    support::upstream().await
 }
 
 async fn router(upstream: SocketAddr, tweak: impl FnOnce(&mut Config)) -> Component {

@@ -1,8 +1,6 @@
 //! Checks on requests before anything is read or written. Each error names the field at fault,
 //! so a client (or the gateway's problem+json) can point at it.
 
-use std::collections::HashSet;
-
 use mesh_core::ServiceError;
 use mesh_proto::articles::{Actor, CreateArticleRequest, StockLine};
 
@@ -12,8 +10,8 @@ pub(crate) const MAX_TITLE_CHARS: usize = 200;
 pub(crate) const MAX_BODY_CHARS: usize = 10_000;
 pub(crate) const MAX_PRICE_CENTS: i64 = 1_000_000_000;
 pub(crate) const MAX_STOCK: i64 = 1_000_000;
-pub(crate) const MAX_LINES: usize = 50;
-pub(crate) const MAX_QUANTITY: u32 = 1000;
+#[cfg(test)]
+use mesh_core::contracts::{MAX_ORDER_LINES as MAX_LINES, MAX_QUANTITY};
 
 /// The fields of an article to create, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,29 +69,11 @@ pub(crate) fn new_article(req: &CreateArticleRequest) -> Result<NewArticle, Serv
 /// An id in `field`: the one check every service uses.
 pub(crate) use mesh_core::ids::check as id;
 
-/// 1 to 50 lines of 1 to 1000 units each, each article at most once. A repeated article is
-/// refused rather than merged: the lines answered back then mirror the lines asked for one to
-/// one, and the caller (the orders service) states plainly what it means.
+/// Stock lines: the order-line rule ([`mesh_core::contracts::check_order_lines`]), shared with
+/// the orders service and the gateway.
 pub(crate) fn stock_lines(lines: &[StockLine]) -> Result<(), ServiceError> {
-    if lines.is_empty() || lines.len() > MAX_LINES {
-        return Err(ServiceError::invalid(format!("lines: between 1 and {MAX_LINES} lines")));
-    }
-    let mut seen = HashSet::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        id(&format!("lines[{i}].article_id"), &line.article_id)?;
-        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
-            return Err(ServiceError::invalid(format!(
-                "lines[{i}].quantity: must be between 1 and {MAX_QUANTITY}"
-            )));
-        }
-        if !seen.insert(line.article_id.as_str()) {
-            return Err(ServiceError::invalid(format!(
-                "lines[{i}].article_id: article {} appears more than once; merge its quantities",
-                line.article_id
-            )));
-        }
-    }
-    Ok(())
+    let lines = lines.iter().map(|line| (line.article_id.as_str(), line.quantity));
+    mesh_core::contracts::check_order_lines("lines", lines).map_err(ServiceError::invalid)
 }
 
 #[cfg(test)]

@@ -16,9 +16,7 @@ use tracing::Instrument;
 
 use crate::error::{Problem, problem_body, problem_for_status};
 
-pub const REQUEST_ID: &str = "x-request-id";
-pub const MESH_GATEWAY: &str = "x-mesh-gateway";
-pub const MESH_FALLBACK: &str = "x-mesh-fallback";
+pub use mesh_core::headers::{MESH_FALLBACK, MESH_GATEWAY, REQUEST_ID};
 
 /// The request's id: the client's when sane, else a new one. Handlers forward it to services.
 #[derive(Clone, Debug)]
@@ -30,9 +28,9 @@ impl RequestId {
     }
 }
 
-/// Printable ASCII without spaces, at most 128 bytes: safe in logs and headers.
+/// The mesh's one rule for ids a client may choose ([`mesh_core::contracts::is_token`]).
 fn is_sane(id: &str) -> bool {
-    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+    mesh_core::contracts::is_token(id)
 }
 
 /// What the middleware needs to know about this gateway.

@@ -80,8 +80,8 @@ fn cors_layer(cfg: &CorsConfig) -> Option<CorsLayer> {
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
-                header::HeaderName::from_static("x-api-key"),
-                header::HeaderName::from_static("idempotency-key"),
+                header::HeaderName::from_static(mesh_core::headers::API_KEY),
+                header::HeaderName::from_static(mesh_core::headers::IDEMPOTENCY_KEY),
                 header::HeaderName::from_static(REQUEST_ID),
             ])
             .expose_headers([

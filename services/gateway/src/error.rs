@@ -9,9 +9,9 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use mesh_core::fault::{Fault, Side};
 
-/// Set on a 5xx answer caused by a service behind the gateway, not by the gateway itself.
-pub const MESH_FAULT: &str = "x-mesh-fault";
+pub use mesh_core::headers::MESH_FAULT;
 
 /// What the problem body says besides status and instance.
 #[derive(Clone, Debug)]
@@ -93,11 +93,13 @@ impl ApiError {
 
     /// The one mapping from a service's gRPC status to what the client sees. Client-side
     /// codes keep the service's message (written for clients); server-side ones are logged and
-    /// answered with a generic text.
+    /// answered with a generic text. Whose fault it is comes from [`Fault`]: every 5xx a
+    /// service caused carries `x-mesh-fault: service`, so the router neither counts it against
+    /// this gateway nor retries it on another gateway (which calls the same service).
     pub fn from_status(service: &'static str, status: &tonic::Status) -> Self {
         use tonic::Code;
         let message = status.message().to_owned();
-        match status.code() {
+        let error = match status.code() {
             Code::InvalidArgument | Code::OutOfRange => Self::bad_request(message),
             Code::NotFound => Self::not_found(message),
             Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => {
@@ -106,8 +108,8 @@ impl ApiError {
             Code::PermissionDenied => Self::forbidden(message),
             Code::Unauthenticated => Self::unauthorized(message),
             // A service at a bound it keeps (e.g. auth's password-hashing slots): the service's
-            // capacity, not this client's rate, so 503 to retry shortly, and not this gateway's
-            // fault. (Client rate limits are decided here, at the edge, and answered 429.)
+            // capacity, not this client's rate, so 503 to retry shortly. (Client rate limits
+            // are decided here, at the edge, and answered 429.)
             Code::ResourceExhausted => {
                 tracing::info!(service, status = %message, "service at capacity");
                 Self::new(
@@ -116,12 +118,10 @@ impl ApiError {
                     "Service overloaded",
                     format!("the {service} service is at capacity, try again shortly"),
                 )
-                .service_fault()
             }
             Code::Unavailable => {
                 tracing::warn!(service, status = %message, "service unavailable");
                 Self::unavailable(format!("the {service} service is unavailable, try again shortly"))
-                    .service_fault()
             }
             // A server-side timeout reaches us as CANCELLED (tonic) or DEADLINE_EXCEEDED.
             Code::DeadlineExceeded | Code::Cancelled => {
@@ -132,13 +132,14 @@ impl ApiError {
                     "Upstream timeout",
                     format!("the {service} service did not answer in time"),
                 )
-                .service_fault()
             }
             code => {
                 tracing::error!(service, ?code, status = %message, "service error");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "internal error")
             }
-        }
+        };
+        let service_caused = Fault::from_status(status).is_some_and(|f| f.side == Side::Upstream);
+        if service_caused && error.status.is_server_error() { error.service_fault() } else { error }
     }
 }
 
@@ -210,6 +211,8 @@ mod tests {
         for (code, http) in cases {
             let err = ApiError::from_status("orders", &tonic::Status::new(code, "at 10.1.2.3:50054 boom"));
             assert_eq!(err.status.as_u16(), http, "{code:?}");
+            let marked = err.headers.iter().any(|(name, value)| name == MESH_FAULT && value == "service");
+            assert_eq!(marked, http >= 500, "{code:?}: every service-caused 5xx, and only those, is marked");
             if http >= 500 {
                 assert!(!err.problem.detail.contains("10.1.2.3"), "{code:?} leaks: {}", err.problem.detail);
             }

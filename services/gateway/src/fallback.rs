@@ -74,16 +74,7 @@ impl Fallback {
 /// Whether a failed call is the service's trouble (down, overloaded, too slow, breaker open)
 /// rather than an answer about the request. Only those are served from a fallback.
 pub fn is_outage(status: &tonic::Status) -> bool {
-    use tonic::Code;
-    matches!(
-        status.code(),
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Unknown
-            | Code::Internal
-            | Code::ResourceExhausted
-    )
+    mesh_core::fault::Fault::from_status(status).is_some_and(|f| f.is_outage())
 }
 
 /// Marks a response as served by `fallback`: `x-mesh-fallback`, and for snapshots `Age` (whole

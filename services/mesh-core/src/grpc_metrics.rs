@@ -50,8 +50,12 @@ where
         let method = req.uri().path().to_owned();
         let started = Instant::now();
         // One span per call, a child of the caller's span when the request carries a trace.
-        let request_id =
-            req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let request_id = req
+            .headers()
+            .get(crate::headers::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let span = tracing::info_span!("grpc.server", rpc = %method, request_id = %request_id);
         crate::trace::continue_from(&span, req.headers());
         let call = {

@@ -9,11 +9,14 @@
 //! - [`client`]: gRPC channels balanced over a service's replicas.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future, and a drain trigger shared by a process's parts.
 //! - [`store`]: the [`Store`] every service keeps its state in: Redis, or memory for the embedded default.
+//! - [`contracts`]: rules several components check (ids of requests and idempotency, order lines).
 //! - [`error`]: domain errors and their one mapping to `tonic::Status`.
+//! - [`fault`]: the one failure model: which side failed, timed out or not, where to retry.
 //! - [`grpc`]: serving a tonic router with `grpc.health.v1` and graceful drain.
 //! - [`grpc_metrics`]: request count and latency of every gRPC server.
 //! - [`health`]: `grpc.health.v1` whose watches end when the server drains.
 //! - [`forwarded`]: the client's real address behind trusted proxies.
+//! - [`headers`]: the mesh's header names.
 //! - [`ids`]: time-ordered identifiers and random secrets.
 //! - [`page`]: page size and cursor of list calls.
 //! - [`problem`]: RFC 9457 problem+json bodies.
@@ -23,10 +26,13 @@ pub mod admin;
 pub mod breaker;
 pub mod client;
 pub mod config;
+pub mod contracts;
 pub mod error;
+pub mod fault;
 pub mod forwarded;
 pub mod grpc;
 pub mod grpc_metrics;
+pub mod headers;
 pub mod health;
 pub mod ids;
 pub mod page;

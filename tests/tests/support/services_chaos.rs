@@ -35,6 +35,14 @@ fn binary_of(kind: Kind) -> &'static str {
 impl ServiceChaos {
     /// Starts everything; `client` adjusts every gateway's service client config.
     pub(crate) async fn start(client: impl Fn(&mut ClientConfig)) -> Self {
+        Self::start_with(client, |_| {}).await
+    }
+
+    /// Like [`ServiceChaos::start`]; `gateway` adjusts both gateways' config last.
+    pub(crate) async fn start_with(
+        client: impl Fn(&mut ClientConfig),
+        gateway: impl Fn(&mut gateway::Config),
+    ) -> Self {
         let redis = RedisServer::start().await.unwrap();
         let prefix = unique_prefix("svc-chaos");
         let url = redis.url();
@@ -93,6 +101,7 @@ impl ServiceChaos {
             cfg.services.orders = endpoints(Kind::Orders);
             cfg.services.articles = endpoints(Kind::Articles);
             cfg.services.analytics = endpoints(Kind::Analytics);
+            gateway(&mut cfg);
             let gw = Component::start(|l, s| gateway::serve(cfg, l, s)).await.unwrap();
             pools.insert(
                 domain.as_str().to_owned(),

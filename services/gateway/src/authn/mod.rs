@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::quota;
 use crate::state::AppState;
 
-pub const API_KEY: &str = "x-api-key";
+pub use mesh_core::headers::API_KEY;
 
 /// The authenticated subject of a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

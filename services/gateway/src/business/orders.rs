@@ -7,13 +7,10 @@
 //!   orders service knows it (the service answers NOT_FOUND until then);
 //! - `GET /v1/orders`: the caller's last answer for the same page, marked degraded, else 503.
 
-use std::collections::HashSet;
-
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mesh_core::ids;
 use mesh_proto::orders as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -28,11 +25,7 @@ use crate::json::{ValidJson, ValidQuery};
 use crate::page::{PageParams, next_cursor};
 use crate::state::AppState;
 
-/// Bounds of an order, the same as the orders service's.
-pub const MAX_ITEMS: usize = 50;
-pub const MAX_QUANTITY: u32 = 1000;
-
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub use mesh_core::headers::IDEMPOTENCY_KEY;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -109,48 +102,23 @@ pub struct Accepted {
 // === impl CreateOrderBody ===
 
 impl CreateOrderBody {
-    /// The checks of the orders service, so that an order queued while it is down is one it
-    /// will take: 1 to 50 items, each a valid article id once, 1 to 1000 units.
+    /// The orders service's own rule ([`mesh_core::contracts::check_order_lines`]), so that an
+    /// order queued while it is down is one it will take.
     pub fn validate(&self) -> Result<(), ApiError> {
-        if self.items.is_empty() || self.items.len() > MAX_ITEMS {
-            return Err(ApiError::bad_request(format!("items: between 1 and {MAX_ITEMS} items")));
-        }
-        let mut seen = HashSet::with_capacity(self.items.len());
-        for (i, item) in self.items.iter().enumerate() {
-            if item.article_id.is_empty() {
-                return Err(ApiError::bad_request(format!("items[{i}].article_id: must not be empty")));
-            }
-            if !ids::is_id(&item.article_id) {
-                return Err(ApiError::bad_request(format!("items[{i}].article_id: not a valid id")));
-            }
-            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                return Err(ApiError::bad_request(format!(
-                    "items[{i}].quantity: must be between 1 and {MAX_QUANTITY}"
-                )));
-            }
-            if !seen.insert(item.article_id.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "items[{i}].article_id: article {} appears more than once; merge its quantities",
-                    item.article_id
-                )));
-            }
-        }
-        Ok(())
+        let lines = self.items.iter().map(|item| (item.article_id.as_str(), item.quantity));
+        mesh_core::contracts::check_order_lines("items", lines).map_err(ApiError::bad_request)
     }
 }
 
-/// The `Idempotency-Key` header: required, 1 to 128 printable ASCII characters.
+/// The `Idempotency-Key` header: required, the orders service's rule
+/// ([`mesh_core::contracts::check_idempotency_key`]).
 pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let value = headers
         .get(IDEMPOTENCY_KEY)
         .ok_or_else(|| ApiError::bad_request("the Idempotency-Key header is required to create an order"))?;
-    let key = value
-        .to_str()
-        .ok()
-        .filter(|k| (1..=128).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
-    key.map(str::to_owned).ok_or_else(|| {
-        ApiError::bad_request("Idempotency-Key: 1 to 128 printable ASCII characters without spaces")
-    })
+    let key = value.to_str().unwrap_or("");
+    mesh_core::contracts::check_idempotency_key("Idempotency-Key", key).map_err(ApiError::bad_request)?;
+    Ok(key.to_owned())
 }
 
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = CreateOrderBody,
@@ -320,6 +288,7 @@ pub async fn get_order(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesh_core::ids;
 
     fn body(items: Vec<(String, u32)>) -> CreateOrderBody {
         CreateOrderBody {
@@ -340,7 +309,11 @@ mod tests {
     fn bodies_the_orders_service_would_refuse_are_refused_here() {
         let a = ids::new_id();
         assert!(body(vec![(a.clone(), 1)]).validate().is_ok());
-        assert!(body(vec![(a.clone(), MAX_QUANTITY), (ids::new_id(), 1)]).validate().is_ok());
+        assert!(
+            body(vec![(a.clone(), mesh_core::contracts::MAX_QUANTITY), (ids::new_id(), 1)])
+                .validate()
+                .is_ok()
+        );
         assert_eq!(field(body(vec![])), "items");
         assert_eq!(field(body((0..51).map(|_| (ids::new_id(), 1)).collect())), "items");
         assert_eq!(field(body(vec![(a.clone(), 0)])), "items[0].quantity");

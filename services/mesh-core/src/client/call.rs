@@ -1,15 +1,18 @@
 //! One call through a [`ServiceChannel`]: wait for a healthy replica, bulkhead, breaker, and
-//! budgeted retries of idempotent calls.
+//! budgeted retries of idempotent calls. What a failure means (the breaker's health, whether
+//! to retry) is read from [`Fault`], never decided here.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tonic::transport::Channel;
 use tower::retry::budget::Budget;
 use tracing::Instrument;
 
 use super::{Guard, Health, Idempotent, ServiceChannel};
+use crate::fault::{Fault, Retry};
 
 // === impl ServiceChannel ===
 
@@ -83,30 +86,22 @@ fn is_idempotent<B>(request: &http::Request<B>) -> bool {
         || ["Get", "List", "Verify"].iter().any(|prefix| method.starts_with(prefix))
 }
 
-/// How a call ended, for the breaker and the retry decision.
-enum Ended {
-    Ok,
-    /// The service answered with an error about the request: not its health.
-    Refused,
-    /// UNAVAILABLE or no answer: safe to try another replica for an idempotent call.
-    Unavailable,
-    /// Timed out or failed mid-way.
-    Failed,
+/// How a call ended, as the one failure model sees it: `None` when it succeeded. A transport
+/// error is classified by its cause chain, so tonic's own deadline (the `grpc-timeout` it
+/// enforces) is a timeout, never an UNAVAILABLE to retry.
+fn fault_of<B>(result: &Result<http::Response<B>, tonic::transport::Error>) -> Option<Fault> {
+    match result {
+        Err(error) => Some(Fault::from_call_error(error)),
+        Ok(response) => response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| Fault::from_code(tonic::Code::from_bytes(v.as_bytes()))),
+    }
 }
 
-fn classify<B>(result: &Result<http::Response<B>, tonic::transport::Error>) -> Ended {
-    let Ok(response) = result else { return Ended::Unavailable };
-    match response.headers().get("grpc-status").map(|v| tonic::Code::from_bytes(v.as_bytes())) {
-        None | Some(tonic::Code::Ok) => Ended::Ok,
-        Some(tonic::Code::Unavailable) => Ended::Unavailable,
-        Some(
-            tonic::Code::DeadlineExceeded
-            | tonic::Code::Cancelled
-            | tonic::Code::Internal
-            | tonic::Code::Unknown,
-        ) => Ended::Failed,
-        Some(_) => Ended::Refused,
-    }
+/// Whether a call that ended so says the service is healthy, for its breaker.
+fn healthy(fault: Option<Fault>) -> bool {
+    !fault.is_some_and(|f| f.counts_against_upstream())
 }
 
 async fn call_once(
@@ -118,11 +113,13 @@ async fn call_once(
         return Err(unavailable(format!("circuit open for {}", guard.service)));
     }
     let result = tower::Service::call(&mut channel, request).await;
-    guard.breaker.record(matches!(classify(&result), Ended::Ok | Ended::Refused));
+    guard.breaker.record(healthy(fault_of(&result)));
     result.map_err(Into::into)
 }
 
-/// Sends an idempotent call, again on UNAVAILABLE while retries and budget allow. The request
+/// Sends an idempotent call, again on another replica while the fault allows it (never a
+/// timeout), retries and budget allow, and time remains of the call's deadline: a retry carries
+/// only what remains as its `grpc-timeout`, so retries never stretch a deadline. The request
 /// body (one encoded message for unary calls) is kept to be sent again.
 async fn call_with_retries(
     mut channel: Channel,
@@ -130,36 +127,81 @@ async fn call_with_retries(
     request: http::Request<tonic::body::Body>,
 ) -> Result<http::Response<tonic::body::Body>, BoxError> {
     use http_body_util::BodyExt;
+    let started = tokio::time::Instant::now();
     let (parts, body) = request.into_parts();
+    let deadline = parts.headers.get("grpc-timeout").and_then(parse_grpc_timeout).map(|t| started + t);
     let bytes = body
         .collect()
         .await
         .map_err(|e| -> BoxError { Box::new(tonic::Status::internal(e.to_string())) })?
         .to_bytes();
-    let rebuild = || {
+    let rebuild = |remaining: Option<Duration>| {
         let mut request =
             http::Request::new(tonic::body::Body::new(http_body_util::Full::new(bytes.clone())));
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
+        if let Some(remaining) = remaining
+            && let Ok(value) = http::HeaderValue::from_str(&format!("{}m", remaining.as_millis().max(1)))
+        {
+            request.headers_mut().insert("grpc-timeout", value);
+        }
         request
     };
     let mut retries = 0;
+    let mut remaining = None;
     loop {
         if !guard.breaker.allow() {
             return Err(unavailable(format!("circuit open for {}", guard.service)));
         }
         tower::ServiceExt::ready(&mut channel).await.map_err(|e| -> BoxError { e.into() })?;
-        let result = tower::Service::call(&mut channel, rebuild()).await;
-        let ended = classify(&result);
-        guard.breaker.record(matches!(ended, Ended::Ok | Ended::Refused));
-        let again = matches!(ended, Ended::Unavailable) && retries < guard.max_retries;
-        if again && guard.budget.withdraw() {
+        let result = tower::Service::call(&mut channel, rebuild(remaining)).await;
+        let fault = fault_of(&result);
+        guard.breaker.record(healthy(fault));
+        remaining = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        let time_left = remaining.is_none_or(|r| r >= MIN_RETRY_TIME);
+        let again = fault.is_some_and(|f| f.retry == Retry::AnotherReplica) && retries < guard.max_retries;
+        if again && time_left && guard.budget.withdraw() {
             retries += 1;
             metrics::counter!("grpc_client_retries_total", "service" => guard.service.clone()).increment(1);
             continue;
         }
         return result.map_err(Into::into);
+    }
+}
+
+/// Less than this left of a deadline is not worth a retry.
+const MIN_RETRY_TIME: Duration = Duration::from_millis(5);
+
+/// A `grpc-timeout` value: digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+fn parse_grpc_timeout(value: &http::HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        let parse = |s: &str| parse_grpc_timeout(&http::HeaderValue::from_str(s).unwrap());
+        assert_eq!(parse("5000m"), Some(Duration::from_secs(5)));
+        assert_eq!(parse("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse("x"), None);
+        assert_eq!(parse(""), None);
     }
 }
