@@ -56,6 +56,9 @@ pub struct ClientBody {
     /// slowness in mind.
     complete: Arc<AtomicBool>,
     failed: bool,
+    /// The last poll returned a frame: the time until the next poll was the reader's, not the
+    /// client's, so the idle deadline starts again when it comes.
+    handed: bool,
 }
 
 impl ClientBody {
@@ -70,6 +73,7 @@ impl ClientBody {
             total: Box::pin(tokio::time::sleep(total_timeout)),
             complete,
             failed: false,
+            handed: false,
         }
     }
 
@@ -102,6 +106,10 @@ impl Body for ClientBody {
         if this.failed {
             return Poll::Ready(None);
         }
+        if std::mem::take(&mut this.handed) {
+            let next = Instant::now() + this.idle_timeout;
+            this.idle.as_mut().reset(next);
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -110,11 +118,15 @@ impl Body for ClientBody {
                         return this.fail(ClientBodyError::TooLarge(this.max_bytes));
                     }
                 }
-                let next = Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(next);
                 if this.total.as_mut().poll(cx).is_ready() {
                     return this.fail(ClientBodyError::TimedOut);
                 }
+                // A sized body's reader (hyper's client) stops polling once the body says it
+                // has ended, so the end is noted here, not only at `Ready(None)`.
+                if this.inner.is_end_stream() {
+                    this.complete.store(true, Ordering::Release);
+                }
+                this.handed = true;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => this.fail(ClientBodyError::Broken(e.to_string())),

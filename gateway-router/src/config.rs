@@ -44,6 +44,10 @@ pub struct Pool {
     /// streams cannot fill the request slots; past it 503. Default: 1024.
     #[serde(default = "default_pool_streams")]
     pub max_streams: usize,
+    /// Requests of this pool whose body streams through (larger than `retry.body_limit`, or of
+    /// unknown size) at once, apart from the request slots; past it 503. Default: 64.
+    #[serde(default = "default_pool_uploads")]
+    pub max_uploads: usize,
 }
 
 fn default_pool_concurrency() -> usize {
@@ -54,9 +58,18 @@ fn default_pool_streams() -> usize {
     1024
 }
 
+fn default_pool_uploads() -> usize {
+    64
+}
+
 impl Pool {
     pub fn of(instances: Vec<String>) -> Self {
-        Self { instances, max_concurrency: default_pool_concurrency(), max_streams: default_pool_streams() }
+        Self {
+            instances,
+            max_concurrency: default_pool_concurrency(),
+            max_streams: default_pool_streams(),
+            max_uploads: default_pool_uploads(),
+        }
     }
 }
 
@@ -138,7 +151,7 @@ pub struct ClientLimits {
     #[serde(with = "humantime_serde")]
     pub first_byte_timeout: Duration,
     /// Time allowed for a client to send a request's headers (slowloris), counted from the
-    /// connection's start for its first request (so a trickled HTTP/2 preface is cut off too),
+    /// connection's accept for its first request (so a trickled HTTP/2 preface is cut off too),
     /// and for an idle HTTP/1 keep-alive connection to start its next request. Default: 10s.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
@@ -149,13 +162,15 @@ pub struct ClientLimits {
     /// close. Default: 30s.
     #[serde(with = "humantime_serde")]
     pub body_total_timeout: Duration,
-    /// A connection with no request in flight for this long is closed (both protocols).
-    /// Default: 60s.
+    /// An HTTP/2 connection with no request in flight for this long is closed. (An idle HTTP/1
+    /// keep-alive connection is closed sooner, at `header_read_timeout`: hyper re-arms that
+    /// timer while it waits for the next head.) Default: 60s.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Longest a write to the client may make no progress (a client that stops reading its
-    /// response); past it the connection is closed, so a slow reader pins no buffer or
-    /// upstream connection. Default: 30s.
+    /// Longest a write to the client may make no progress, and a response frame may wait for
+    /// the client to take it (an HTTP/2 client that never opens its flow-control window stalls
+    /// no write); past it the connection is closed, so a slow reader pins no buffer, pool slot
+    /// or upstream connection. Default: 30s.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
     /// Client connections open at once; past it new ones are closed at accept. Default: 10000.
@@ -296,6 +311,28 @@ impl Config {
     /// Every rule must name a configured, non-empty pool; limits must be usable.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.retry.max_attempts >= 1, "retry.max_attempts must be at least 1");
+        // Deadlines are added to instants; a day is far past any sane one and far from overflow.
+        let limits = &self.limits;
+        for (key, value) in [
+            ("limits.first_byte_timeout", limits.first_byte_timeout),
+            ("limits.header_read_timeout", limits.header_read_timeout),
+            ("limits.body_idle_timeout", limits.body_idle_timeout),
+            ("limits.body_total_timeout", limits.body_total_timeout),
+            ("limits.idle_timeout", limits.idle_timeout),
+            ("limits.write_timeout", limits.write_timeout),
+            ("limits.h2_keep_alive_interval", limits.h2_keep_alive_interval),
+            ("limits.h2_keep_alive_timeout", limits.h2_keep_alive_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("attempt_timeout", self.attempt_timeout),
+            ("health.interval", self.health.interval),
+            ("health.timeout", self.health.timeout),
+            ("health.eject_max", self.health.eject_max),
+        ] {
+            anyhow::ensure!(
+                value > Duration::ZERO && value <= Duration::from_secs(86_400),
+                "{key} must be more than 0s and at most 1 day, not {value:?}"
+            );
+        }
         anyhow::ensure!(
             self.limits.max_header_bytes >= 8192,
             "limits.max_header_bytes must be at least 8192"

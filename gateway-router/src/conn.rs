@@ -5,7 +5,9 @@
 //! a connection may stay open idle, and a client that stops reading its response holds the
 //! write forever. The three pieces here close those gaps:
 //! - [`Connections`]: a global cap and a per-address cap, refused at accept;
-//! - [`Activity`] + [`watch`]: the first-request and idle deadlines of one connection;
+//! - [`Activity`] + [`watch`]: the first-request and idle deadlines of one connection, and the
+//!   response a client stopped taking ([`Tracked`]: an HTTP/2 client that never opens its flow
+//!   control window stalls no socket write, so only the response body can tell);
 //! - [`WriteDeadline`]: an IO wrapper that fails a write making no progress for too long.
 
 use std::collections::HashMap;
@@ -14,7 +16,7 @@ use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,8 @@ pub enum Closed {
     Head,
     /// No request in flight for `limits.idle_timeout`.
     Idle,
+    /// A response frame not taken by the client for `limits.write_timeout`.
+    Write,
 }
 
 impl Closed {
@@ -46,6 +50,7 @@ impl Closed {
             Self::FirstByte => "first_byte_timeout",
             Self::Head => "header_timeout",
             Self::Idle => "idle_timeout",
+            Self::Write => "write_timeout",
         }
     }
 
@@ -138,7 +143,14 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `opened`.
     last_change: AtomicU64,
+    /// The responses in flight, for their stalls.
+    responses: Mutex<Vec<Weak<Stall>>>,
 }
+
+/// When a response last handed a frame that has not been taken since (milliseconds after the
+/// connection opened, plus one; 0: none waiting).
+#[derive(Debug, Default)]
+pub struct Stall(AtomicU64);
 
 impl Activity {
     pub fn new() -> Arc<Self> {
@@ -147,6 +159,7 @@ impl Activity {
             begun: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             last_change: AtomicU64::new(0),
+            responses: Mutex::default(),
         })
     }
 
@@ -155,35 +168,114 @@ impl Activity {
         self.last_change.store(ms, Ordering::Release);
     }
 
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis().min(u128::from(u64::MAX - 1)) as u64
+    }
+
     /// A request has begun; it is in flight until the guard drops (with its response body).
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.begun.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.touch();
-        InFlight(self.clone())
+        let stall = Arc::new(Stall::default());
+        let mut responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        responses.retain(|r| r.strong_count() > 0);
+        responses.push(Arc::downgrade(&stall));
+        drop(responses);
+        InFlight { activity: self.clone(), stall }
     }
 
-    /// When the connection is due to close, and why; `None` while a request is in flight.
-    fn deadline(&self, limits: &ClientLimits) -> Option<(Instant, Closed)> {
+    /// When the connection is due to close, and why.
+    fn deadline(&self, limits: &ClientLimits) -> (Instant, Closed) {
         if self.begun.load(Ordering::Acquire) == 0 {
-            return Some((self.opened + limits.header_read_timeout, Closed::Head));
+            return (self.opened + limits.header_read_timeout, Closed::Head);
         }
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
+            // The oldest frame a client has not taken, if any; else look again later.
+            let responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+            let oldest = responses
+                .iter()
+                .filter_map(Weak::upgrade)
+                .map(|s| s.0.load(Ordering::Acquire))
+                .filter(|ms| *ms > 0)
+                .min();
+            drop(responses);
+            return match oldest {
+                Some(ms) => {
+                    (self.opened + Duration::from_millis(ms - 1) + limits.write_timeout, Closed::Write)
+                }
+                None => (Instant::now() + limits.write_timeout.min(limits.idle_timeout), Closed::Idle),
+            };
         }
         let last = self.opened + Duration::from_millis(self.last_change.load(Ordering::Acquire));
-        Some((last + limits.idle_timeout, Closed::Idle))
+        (last + limits.idle_timeout, Closed::Idle)
+    }
+
+    /// Whether the deadline that was due has really passed (it may have moved meanwhile).
+    fn overdue(&self, limits: &ClientLimits) -> Option<Closed> {
+        let (due, reason) = self.deadline(limits);
+        let really = match reason {
+            Closed::Idle => self.in_flight.load(Ordering::Acquire) == 0,
+            _ => true,
+        };
+        (really && due <= Instant::now()).then_some(reason)
     }
 }
 
 /// A request in flight on a connection.
 #[derive(Debug)]
-pub struct InFlight(Arc<Activity>);
+pub struct InFlight {
+    activity: Arc<Activity>,
+    stall: Arc<Stall>,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.touch();
+        self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.activity.touch();
+    }
+}
+
+// === impl Tracked ===
+
+/// A response body that notes when it handed a frame the client has not taken yet (its reader,
+/// hyper, polls again only once the frame is on its way), and holds the request's
+/// [`InFlight`] until it ends.
+pub struct Tracked<B> {
+    inner: B,
+    in_flight: InFlight,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(inner: B, in_flight: InFlight) -> Self {
+        Self { inner, in_flight }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let stall = &this.in_flight.stall.0;
+        stall.store(0, Ordering::Release);
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(Some(Ok(_)))) && !this.inner.is_end_stream() {
+            stall.store(this.in_flight.activity.now_ms() + 1, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -193,15 +285,11 @@ impl Drop for InFlight {
 pub async fn watch<F: Future>(connection: F, activity: Arc<Activity>, limits: &ClientLimits) {
     tokio::pin!(connection);
     loop {
-        let (until, reason) = match activity.deadline(limits) {
-            Some(due) => due,
-            // A request is in flight: look again after an idle period.
-            None => (Instant::now() + limits.idle_timeout, Closed::Idle),
-        };
+        let (until, _) = activity.deadline(limits);
         tokio::select! {
             _ = &mut connection => return,
             () = tokio::time::sleep_until(until.into()) => {
-                if activity.deadline(limits).is_some_and(|(due, _)| due <= Instant::now()) {
+                if let Some(reason) = activity.overdue(limits) {
                     reason.count();
                     return;
                 }
@@ -224,20 +312,24 @@ pub async fn first_byte(stream: &tokio::net::TcpStream, timeout: Duration) -> bo
 pub struct WriteDeadline<T> {
     inner: T,
     timeout: Duration,
-    stalled: Option<Pin<Box<Sleep>>>,
+    /// One timer for the connection's life, armed when a write goes pending.
+    timer: Pin<Box<Sleep>>,
+    armed: bool,
 }
 
 impl<T> WriteDeadline<T> {
     pub fn new(inner: T, timeout: Duration) -> Self {
-        Self { inner, timeout, stalled: None }
+        Self { inner, timeout, timer: Box::pin(tokio::time::sleep(timeout)), armed: false }
     }
 
     /// Called when the inner write is pending: arms the stall timer (registering the waker
     /// with it, so the write is polled again when it fires) and reports whether it has fired.
     fn stalled_too_long(&mut self, cx: &mut Context<'_>) -> bool {
-        let timeout = self.timeout;
-        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if sleep.as_mut().poll(cx).is_ready() {
+        if !std::mem::replace(&mut self.armed, true) {
+            let due = tokio::time::Instant::now() + self.timeout;
+            self.timer.as_mut().reset(due);
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
             metrics::counter!("router_connections_closed_total", "reason" => "write_timeout").increment(1);
             return true;
         }
@@ -265,7 +357,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
             Poll::Pending if self.stalled_too_long(cx) => Poll::Ready(Err(write_timed_out())),
             Poll::Pending => Poll::Pending,
             ready => {
-                self.stalled = None;
+                self.armed = false;
                 ready
             }
         }
@@ -280,7 +372,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
             Poll::Pending if self.stalled_too_long(cx) => Poll::Ready(Err(write_timed_out())),
             Poll::Pending => Poll::Pending,
             ready => {
-                self.stalled = None;
+                self.armed = false;
                 ready
             }
         }
@@ -295,7 +387,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
             Poll::Pending if self.stalled_too_long(cx) => Poll::Ready(Err(write_timed_out())),
             Poll::Pending => Poll::Pending,
             ready => {
-                self.stalled = None;
+                self.armed = false;
                 ready
             }
         }
@@ -341,13 +433,34 @@ mod tests {
     fn deadlines_follow_what_the_connection_does() {
         let limits = ClientLimits::default();
         let activity = Activity::new();
-        let (_, reason) = activity.deadline(&limits).unwrap();
+        let (_, reason) = activity.deadline(&limits);
         assert_eq!(reason, Closed::Head, "before the first request");
         let in_flight = activity.begin();
-        assert!(activity.deadline(&limits).is_none(), "no deadline while a request is in flight");
+        assert_eq!(activity.overdue(&limits), None, "no idle deadline while a request is in flight");
         drop(in_flight);
-        let (due, reason) = activity.deadline(&limits).unwrap();
+        let (due, reason) = activity.deadline(&limits);
         assert_eq!(reason, Closed::Idle);
         assert!(due > Instant::now() + limits.idle_timeout - Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_frame_the_client_does_not_take_is_a_write_stall() {
+        use http_body_util::BodyExt;
+        let limits = ClientLimits { write_timeout: Duration::from_millis(50), ..ClientLimits::default() };
+        let activity = Activity::new();
+        let frame =
+            || Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(b"a")));
+        let chunks = futures_util::stream::iter([frame(), frame()]);
+        let mut body = Tracked::new(http_body_util::StreamBody::new(chunks), activity.begin());
+        body.frame().await.unwrap().unwrap();
+        // The frame was handed and nothing asked for the next: the client is not taking it.
+        let (_, reason) = activity.deadline(&limits);
+        assert_eq!(reason, Closed::Write);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(activity.overdue(&limits), Some(Closed::Write));
+        // Asked for again: no stall.
+        body.frame().await.unwrap().unwrap();
+        let _ = body.frame().await;
+        assert_ne!(activity.overdue(&limits), Some(Closed::Write));
     }
 }

@@ -293,6 +293,8 @@ pub struct Pool {
     /// Long streams have a budget of their own, so they never fill the request slots.
     streams: Arc<Semaphore>,
     pub max_streams: usize,
+    /// Requests whose body streams through (large or of unknown size) likewise.
+    uploads: Arc<Semaphore>,
     /// Held while deciding an ejection, so two at once cannot both pass the floor.
     ejecting: Mutex<()>,
     budget: TpsBudget,
@@ -329,6 +331,7 @@ impl Pool {
             max_concurrency,
             streams: Arc::new(Semaphore::new(limits.max_streams)),
             max_streams: limits.max_streams,
+            uploads: Arc::new(Semaphore::new(limits.max_uploads)),
             ejecting: Mutex::new(()),
             // TpsBudget turns the ratio into whole deposits per retry as `(1.0 / ratio) as isize`,
             // and in f32 `1.0 / 0.2` is 4.9999995, which truncates to 4 (25%, not 20%). A
@@ -380,6 +383,12 @@ impl Pool {
     /// A permit to hold one long stream open, or `None` when the stream budget is spent.
     pub fn admit_stream(&self) -> Option<OwnedSemaphorePermit> {
         self.streams.clone().try_acquire_owned().ok()
+    }
+
+    /// A permit for one request whose body streams through, or `None` when the upload budget
+    /// is spent.
+    pub fn admit_upload(&self) -> Option<OwnedSemaphorePermit> {
+        self.uploads.clone().try_acquire_owned().ok()
     }
 
     pub fn streams_open(&self) -> usize {
@@ -554,7 +563,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_stream_budget_is_apart_from_the_request_slots() {
-        let limits = crate::config::Pool { instances: vec![], max_concurrency: 2, max_streams: 1 };
+        let limits =
+            crate::config::Pool { max_concurrency: 2, max_streams: 1, ..crate::config::Pool::of(vec![]) };
         let pool = Pool::new("p", &limits, &Config::default());
         let stream = pool.admit_stream().unwrap();
         assert!(pool.admit_stream().is_none(), "stream budget spent");

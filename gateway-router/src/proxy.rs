@@ -175,22 +175,33 @@ impl Refusal {
     }
 }
 
-/// The request body as it will be sent: kept (so it can be sent again) or streamed once.
+/// The request body as it will be sent: read whole (and so sendable again) or streamed once.
 enum Payload {
-    Kept(Bytes),
+    /// `replayable`: the request is idempotent, so it may be sent again after it may have
+    /// reached a gateway. Any kept body may be sent again when nothing reached one.
+    Kept {
+        bytes: Bytes,
+        replayable: bool,
+    },
     Streamed(Option<Body>),
 }
 
 impl Payload {
     fn take(&mut self) -> Option<Body> {
         match self {
-            Self::Kept(bytes) => Some(Body::from(bytes.clone())),
+            Self::Kept { bytes, .. } => Some(Body::from(bytes.clone())),
             Self::Streamed(body) => body.take(),
         }
     }
 
+    /// Safe to send again after an attempt that may have reached the gateway.
     fn replayable(&self) -> bool {
-        matches!(self, Self::Kept(_))
+        matches!(self, Self::Kept { replayable: true, .. })
+    }
+
+    /// Still here to send again (after an attempt that reached nothing).
+    fn resendable(&self) -> bool {
+        matches!(self, Self::Kept { .. })
     }
 }
 
@@ -229,6 +240,7 @@ pub async fn forward(
 /// The slot a request holds in its pool while it runs (until its response body ends).
 enum Slot {
     Request { _permit: OwnedSemaphorePermit },
+    Upload { _permit: OwnedSemaphorePermit },
     Stream { _permit: OwnedSemaphorePermit },
 }
 
@@ -248,46 +260,43 @@ async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incom
     };
     let pool_name = pool.name.clone();
 
-    // 2. The body, under the client limits, before any pool slot is taken: a slow upload
-    //    holds only its own connection.
+    // 2. The body, under the client limits. One of known small size is read whole before any
+    //    pool slot is taken, whatever the method: a slow or silent body then holds only its own
+    //    connection. It is kept to be sent again only when that is safe (idempotent).
     let limits = &state.cfg.limits;
     let idempotent =
         matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
             || (parts.method == Method::POST && parts.headers.contains_key(IDEMPOTENCY_KEY));
-    let empty = hyper::body::Body::is_end_stream(&body);
-    let keepable = empty || content_length.is_some_and(|n| n <= state.cfg.retry.body_limit as u64);
-    let body =
-        ClientBody::new(body, limits.max_body_bytes, limits.body_idle_timeout, limits.body_total_timeout);
-    let complete = body.completion();
-    let payload = if idempotent && keepable {
-        match body.collect().await {
-            Ok(collected) => Payload::Kept(collected.to_bytes()),
-            Err(e) => return respond(Some(&pool_name), started, Refusal::ClientBody(e).problem(&id)),
-        }
+    let small = content_length.is_some_and(|n| n <= state.cfg.retry.body_limit as u64);
+    let (payload, complete) = if hyper::body::Body::is_end_stream(&body) {
+        (Payload::Kept { bytes: Bytes::new(), replayable: idempotent }, Arc::new(AtomicBool::new(true)))
     } else {
-        Payload::Streamed(Some(Body::new(body)))
+        let body =
+            ClientBody::new(body, limits.max_body_bytes, limits.body_idle_timeout, limits.body_total_timeout);
+        let complete = body.completion();
+        if small {
+            match body.collect().await {
+                Ok(collected) => {
+                    (Payload::Kept { bytes: collected.to_bytes(), replayable: idempotent }, complete)
+                }
+                Err(e) => return respond(Some(&pool_name), started, Refusal::ClientBody(e).problem(&id)),
+            }
+        } else {
+            (Payload::Streamed(Some(Body::new(body))), complete)
+        }
     };
 
-    // 3. A slot in the pool: long streams from their own budget, everything else a request
-    //    slot (bulkhead: a full pool sheds at once and never delays the other pool).
-    let wants_stream = parts
-        .headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
-    let slot = if wants_stream {
-        pool.admit_stream()
-            .map(|p| Slot::Stream { _permit: p })
-            .ok_or_else(|| Refusal::StreamsFull(pool_name.clone()))
-    } else {
-        pool.admit().map(|p| Slot::Request { _permit: p }).ok_or_else(|| Refusal::Shed(pool_name.clone()))
+    // 3. A slot in the pool (bulkhead: a full pool sheds at once and never delays the other
+    //    pool). A body that streams through (large or of unknown size) takes an upload slot,
+    //    a budget of its own, so slow uploads cannot fill the request slots. A response that
+    //    turns out to be a long stream moves to the stream budget ([`failover`]).
+    let slot = match &payload {
+        Payload::Kept { .. } => pool.admit().map(|p| Slot::Request { _permit: p }),
+        Payload::Streamed(_) => pool.admit_upload().map(|p| Slot::Upload { _permit: p }),
     };
-    let slot = match slot {
-        Ok(slot) => slot,
-        Err(refusal) => {
-            metrics::counter!("router_shed_total", "pool" => pool_name.clone()).increment(1);
-            return respond(Some(&pool_name), started, refusal.problem(&id));
-        }
+    let Some(slot) = slot else {
+        metrics::counter!("router_shed_total", "pool" => pool_name.clone()).increment(1);
+        return respond(Some(&pool_name), started, Refusal::Shed(pool_name.clone()).problem(&id));
     };
 
     prepare_forwarded(&mut parts.headers, client, &id);
@@ -325,7 +334,7 @@ async fn admit(
     let Some(pool) = state.pools.get(pool_name).cloned() else {
         return Err((Some(pool_name.to_owned()), Refusal::PoolMissing));
     };
-    if !state.limiter.allow(client).await {
+    if !state.limiter.allow(mesh_core::forwarded::client_key(client)).await {
         metrics::counter!("router_rate_limited_total").increment(1);
         return Err((Some(pool.name.clone()), Refusal::RateLimited));
     }
@@ -393,7 +402,7 @@ async fn failover(
                 }
                 // A long stream the client did not announce moves to the stream budget, so it
                 // gives its request slot back.
-                if matches!(slot, Slot::Request { .. }) && is_event_stream(&response) {
+                if !matches!(slot, Slot::Stream { .. }) && is_event_stream(&response) {
                     match pool.admit_stream() {
                         Some(permit) => slot = Slot::Stream { _permit: permit },
                         None => {
@@ -411,7 +420,7 @@ async fn failover(
                 last_failure = Some(Err(Refusal::Unreachable(name())));
                 // Nothing reached the gateway, so any request may go elsewhere, but a streamed
                 // body was handed to this attempt and cannot be sent again.
-                if !payload.replayable() {
+                if !payload.resendable() || attempt == max_attempts {
                     break;
                 }
             }

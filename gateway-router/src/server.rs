@@ -22,8 +22,7 @@ use mesh_core::shutdown::Drain;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::body::Guarded;
-use crate::conn::{self, Activity, Closed, Connections, WriteDeadline};
+use crate::conn::{self, Activity, Closed, Connections, Tracked, WriteDeadline};
 use crate::framing::FramingGuard;
 use crate::state::RouterState;
 use crate::{proxy, status};
@@ -100,7 +99,7 @@ pub async fn run(
                 // Counted caps, refused at once: a trusted proxy carries many clients, so only
                 // the global cap holds it.
                 let per_client = !state.cfg.trusted_proxies.contains(peer.ip());
-                let slot = match connections.admit(peer.ip(), per_client) {
+                let slot = match connections.admit(mesh_core::forwarded::client_key(peer.ip()), per_client) {
                     Ok(slot) => slot,
                     Err(reason) => {
                         reason.count();
@@ -142,13 +141,14 @@ async fn serve_connection(
     watcher: Watcher,
 ) {
     let limits = state.cfg.limits.clone();
+    // From the accept on: the first request's head deadline counts the silent start too.
+    let activity = Activity::new();
     if !conn::first_byte(&stream, limits.first_byte_timeout).await {
         Closed::FirstByte.count();
         return;
     }
     let (stream, ambiguous) = FramingGuard::new(stream);
     let stream = WriteDeadline::new(stream, limits.write_timeout);
-    let activity = Activity::new();
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -164,7 +164,7 @@ async fn serve_connection(
                 };
                 // The request is in flight until its response body has been sent.
                 let (parts, body) = response.into_parts();
-                Ok::<_, Infallible>(Response::from_parts(parts, Body::new(Guarded::new(body, in_flight))))
+                Ok::<_, Infallible>(Response::from_parts(parts, Body::new(Tracked::new(body, in_flight))))
             }
         })
     };
@@ -210,7 +210,7 @@ async fn handle(
         }
         // Never before the rate limit: these pages cost more than a forwarded request.
         let client = state.cfg.trusted_proxies.client_addr(peer.ip(), request.headers());
-        if !state.limiter.allow(client).await {
+        if !state.limiter.allow(mesh_core::forwarded::client_key(client)).await {
             let id = crate::headers::request_id(request.headers());
             return proxy::Refusal::RateLimited.problem(&id);
         }

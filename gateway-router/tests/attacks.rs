@@ -32,8 +32,9 @@ async fn slow_bodies_cannot_hold_a_pool() {
     .await;
     let addr = router.addr;
 
-    // Each attacker announces a 100-byte body on a request the router keeps for retries, and
-    // then sends nothing.
+    // Each attacker announces a 100-byte body and then sends nothing: half on a request the
+    // router keeps for retries (GET), half on one it never retries (a POST without
+    // Idempotency-Key, like a login).
     let sent = Arc::new(AtomicUsize::new(0));
     let mut attackers = Vec::new();
     for i in 0..ATTACKERS {
@@ -41,10 +42,12 @@ async fn slow_bodies_cannot_hold_a_pool() {
         let source = Ipv4Addr::new(127, 0, 1, 1 + (i % SOURCES as usize) as u8);
         attackers.push(tokio::spawn(async move {
             let mut stream = connect_from(source, addr).await.expect("attack connection");
-            stream
-                .write_all(b"GET /v1/orders HTTP/1.1\r\nHost: mesh\r\nContent-Length: 100\r\n\r\n")
-                .await
-                .unwrap();
+            let head: &[u8] = if i % 2 == 0 {
+                b"GET /v1/orders HTTP/1.1\r\nHost: mesh\r\nContent-Length: 100\r\n\r\n"
+            } else {
+                b"POST /v1/auth/login HTTP/1.1\r\nHost: mesh\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            };
+            stream.write_all(head).await.unwrap();
             let written = Instant::now();
             sent.fetch_add(1, Ordering::SeqCst);
             let (answer, closed) = read_until_closed(&mut stream, body_idle + Duration::from_secs(5)).await;
@@ -85,7 +88,7 @@ async fn slow_bodies_cannot_hold_a_pool() {
         .map(|i| i["ejections"].as_u64().unwrap())
         .sum();
     println!(
-        "slow bodies: {ATTACKERS} connections from {SOURCES} addresses; {answered_408} answered 408, {} closed, \
+        "slow bodies: {ATTACKERS} connections (GET and POST) from {SOURCES} addresses; {answered_408} answered 408, {} closed, \
          slowest close {:?} after its head (body deadline {body_idle:?}); other client: {} probes, \
          statuses {:?}, p50 {:?}, p99 {:?}, max {:?}; ejections {ejections}",
         closed.len(),

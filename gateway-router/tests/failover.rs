@@ -87,3 +87,26 @@ async fn a_service_fault_is_not_retried_on_another_gateway_nor_held_against_one(
     assert_eq!(retries, 0);
     assert_eq!(ejections, 0, "a service's fault is not the gateway's: {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_own_failures_after_a_complete_request_still_eject_it() {
+    // The other side of "client-caused failures are the client's": a POST whose body was
+    // complete, answered with the gateway's own 503, counts; a run of them ejects the gateway.
+    let (a, b) = (upstream().await, upstream().await);
+    let router = router_over(&[a.addr, b.addr], &[("MESH_LIMITS__PER_CLIENT_RPS", "0")]).await;
+    let http = reqwest::Client::new();
+    for _ in 0..12 {
+        let answer = http
+            .post(format!("http://{}/v1/users/down", router.addr))
+            .header("content-type", "application/json")
+            .body(r#"{"a":1}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 503);
+    }
+    let status = status(&router).await;
+    let (_, _, _, ejections) = identity_figures(&status);
+    println!("12 complete POSTs answered the gateways' own 503: {ejections} ejections");
+    assert!(ejections >= 1, "a gateway failing complete requests is ejected: {status}");
+}

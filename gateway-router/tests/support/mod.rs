@@ -62,7 +62,7 @@ pub(crate) async fn upstream() -> Component {
                     together.to_string()
                 }),
             )
-            .route("/v1/users/down", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .route("/v1/users/down", axum::routing::any(|| async { StatusCode::SERVICE_UNAVAILABLE }))
             .route(
                 "/v1/users/relayed",
                 get(|| async {

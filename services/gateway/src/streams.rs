@@ -176,12 +176,18 @@ impl StreamSlots {
     }
 }
 
-/// Keeps a lease alive: every third of its time to live.
+/// Keeps a lease alive: every third of its time to live, and only while it is still ours (a
+/// lease that expired during a stall and was taken by another stream stays that stream's).
 async fn renew(store: Store, key: String, id: String, ttl: Duration) {
     loop {
         tokio::time::sleep(ttl / 3).await;
-        if let Err(e) = store.replace(&key, &id, Some(ttl)).await {
-            tracing::debug!(error = %e, %key, "stream lease not renewed");
+        match store.renew_if_eq(&key, &id, ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(%key, "stream lease lost; the stream goes on counted on this gateway only");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, %key, "stream lease not renewed"),
         }
     }
 }

@@ -95,6 +95,28 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     hop.strip_prefix('[').and_then(|h| h.strip_suffix(']')).and_then(|h| h.parse().ok()).map(canonical)
 }
 
+/// The key that counts a client against per-client limits (rate, connections, login attempts):
+/// its IPv4 address, or the /64 network of its IPv6 address. One host usually holds a whole /64,
+/// so keying on the full address would give it 2^64 fresh buckets.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                segments[0],
+                segments[1],
+                segments[2],
+                segments[3],
+                0,
+                0,
+                0,
+                0,
+            ))
+        }
+        v4 => v4,
+    }
+}
+
 /// IPv4-mapped IPv6 (`::ffff:192.0.2.1`, what a dual-stack socket reports) as the IPv4 address,
 /// so one client is one key whichever way it arrived.
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -185,6 +207,15 @@ mod tests {
             TrustedProxies::default().client_addr(ip("::ffff:192.0.2.1"), &HeaderMap::new()),
             ip("192.0.2.1")
         );
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_network() {
+        assert_eq!(client_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_key(ip("2001:db8:1:2:bbbb::9")), client_key(ip("2001:db8:1:2::77")));
+        assert_ne!(client_key(ip("2001:db8:1:3::1")), client_key(ip("2001:db8:1:2::1")));
+        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
 
     #[test]

@@ -127,6 +127,18 @@ contract!(replace_swaps_only_existing_values_and_once, |s: Store| async move {
     assert_eq!(s.get("r").await.unwrap().as_deref(), Some("used"));
 });
 
+contract!(renew_if_eq_renews_only_the_callers_own_value, |s: Store| async move {
+    assert!(!s.renew_if_eq("lease", "mine", Duration::from_secs(60)).await.unwrap(), "nothing to renew");
+    s.set("lease", "theirs", Some(Duration::from_secs(5))).await.unwrap();
+    assert!(!s.renew_if_eq("lease", "mine", Duration::from_secs(60)).await.unwrap(), "not ours");
+    let ttl = s.ttl("lease").await.unwrap().unwrap();
+    assert!(ttl <= Duration::from_secs(5), "another holder's expiry is untouched: {ttl:?}");
+    assert!(s.renew_if_eq("lease", "theirs", Duration::from_secs(60)).await.unwrap());
+    let ttl = s.ttl("lease").await.unwrap().unwrap();
+    assert!(ttl > Duration::from_secs(5), "renewed: {ttl:?}");
+    assert_eq!(s.get("lease").await.unwrap().as_deref(), Some("theirs"), "the value stays");
+});
+
 contract!(delete_if_eq_deletes_only_when_the_value_is_equal, |s: Store| async move {
     assert!(!s.delete_if_eq("claim", "mine").await.unwrap(), "nothing to delete");
     s.set("claim", "theirs", None).await.unwrap();

@@ -68,12 +68,15 @@ impl Revocations {
         if let Some(revoked) = self.verdicts().get(sid, Instant::now()) {
             return revoked.then_some(Checked::Cache);
         }
+        // Stamped before the read: a "not revoked" read that began before a logout and came
+        // back late must not be trusted for a whole cache period after it came back.
+        let asked = Instant::now();
         let found = self.lkg.peek(&revoked_key(sid)).await?;
-        let now = Instant::now();
+        let now = asked;
         let revoked = found.is_some();
         let until = if revoked {
             let left = Duration::from_secs(exp.saturating_sub(mesh_core::ids::unix_now() as u64));
-            Some(now + left + self.leeway)
+            now.checked_add(left + self.leeway)
         } else {
             None
         };

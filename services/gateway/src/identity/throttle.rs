@@ -146,7 +146,9 @@ impl FromRequestParts<AppState> for ClientAddr {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |ConnectInfo(addr)| addr.ip());
-        Ok(Self(state.cfg.trusted_proxies.client_addr(peer, &parts.headers)))
+        let client = state.cfg.trusted_proxies.client_addr(peer, &parts.headers);
+        // Counted as the mesh counts clients: an IPv6 client by its /64.
+        Ok(Self(mesh_core::forwarded::client_key(client)))
     }
 }
 

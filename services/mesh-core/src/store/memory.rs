@@ -2,7 +2,9 @@
 //!
 //! One mutex over all maps keeps every operation trivially atomic, which is the contract the Redis
 //! backend gets from single-threaded command execution. Expiry (of strings, hashes and logs) is
-//! checked on access.
+//! checked on access, and every `SWEEP_EVERY` operations the whole store is swept of expired
+//! keys: keys nobody asks for again (a sprayed email's login lockout, an idle user's log) would
+//! otherwise stay for the life of the process, a growth any client could drive.
 //! Streams live in `memory/stream.rs`.
 
 mod stream;
@@ -25,7 +27,13 @@ struct Maps {
     hashes: HashMap<String, Entry<HashMap<String, i64>>>,
     indexes: HashMap<String, BTreeSet<String>>,
     streams: HashMap<String, stream::Stream>,
+    /// Operations since the store was made, for the sweep.
+    ops: u64,
 }
+
+/// Operations between two sweeps of expired keys: often enough that expired keys never
+/// outnumber live ones by much, rarely enough that the sweep's cost (one pass) is amortised.
+const SWEEP_EVERY: u64 = 4096;
 
 #[derive(Debug)]
 struct Entry<T> {
@@ -46,6 +54,13 @@ fn deadline(ttl: Option<Duration>) -> Option<Instant> {
 // === impl Maps ===
 
 impl Maps {
+    /// Drops every expired key.
+    fn sweep(&mut self, now: Instant) {
+        self.strings.retain(|_, e| e.live(now));
+        self.hashes.retain(|_, e| e.live(now));
+        self.streams.retain(|_, s| s.live(now));
+    }
+
     fn live_string(&mut self, key: &str) -> Option<&mut Entry<String>> {
         let now = Instant::now();
         if self.strings.get(key).is_some_and(|e| !e.live(now)) {
@@ -102,7 +117,12 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, Maps> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that matters
         // more than losing the process, so a poisoned lock is still used.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        let mut maps = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        maps.ops += 1;
+        if maps.ops.is_multiple_of(SWEEP_EVERY) {
+            maps.sweep(Instant::now());
+        }
+        maps
     }
 
     pub(super) async fn ping(&self) -> StoreResult<()> {
@@ -168,6 +188,18 @@ impl MemoryStore {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    pub(super) async fn renew_if_eq(&self, key: &str, expected: &str, ttl: Duration) -> StoreResult<bool> {
+        let key = self.key(key);
+        let mut maps = self.lock();
+        match maps.live_string(&key) {
+            Some(entry) if entry.value == expected => {
+                entry.expires_at = deadline(Some(ttl));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     pub(super) async fn add_bounded(
@@ -271,5 +303,25 @@ impl MemoryStore {
                     .unwrap_or_default()
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn expired_keys_nobody_asks_for_again_are_swept() {
+        let store = MemoryStore::new("t:");
+        for i in 0..1000 {
+            store.set(&format!("gone:{i}"), "x", Some(Duration::from_millis(1))).await.unwrap();
+        }
+        store.set("kept", "x", None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        for _ in 0..SWEEP_EVERY {
+            store.get("kept").await.unwrap();
+        }
+        let maps = store.lock();
+        assert_eq!(maps.strings.len(), 1, "only the live key is left");
     }
 }

@@ -188,6 +188,13 @@ impl Store {
         dispatch!(self, delete_if_eq(key, expected))
     }
 
+    /// Sets `key` to expire `ttl` from now only if it holds `expected`: compare-and-renew, one
+    /// atomic step. Returns whether it renewed. Keeps a lease alive only while it is still the
+    /// caller's: a late renewal of one that expired and was taken by someone else fails.
+    pub async fn renew_if_eq(&self, key: &str, expected: &str, ttl: Duration) -> StoreResult<bool> {
+        dispatch!(self, renew_if_eq(key, expected, ttl))
+    }
+
     /// Atomically adds `delta` to the integer at `key` (absent counts as 0) if the result stays
     /// within `[min, max]`. A `ttl` is set when the key is created and never extended, which makes
     /// fixed windows: the window starts at the first write.

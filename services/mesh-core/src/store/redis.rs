@@ -37,6 +37,13 @@ end
 return 0
 "#;
 
+const RENEW_IF_EQ: &str = r#"
+if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
 const LUA_SAFE: i64 = 1 << 53;
 
 #[derive(Clone)]
@@ -45,6 +52,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     add_bounded: Script,
     delete_if_eq: Script,
+    renew_if_eq: Script,
     log_append: Script,
 }
 
@@ -78,6 +86,7 @@ impl RedisStore {
             conn,
             add_bounded: Script::new(ADD_BOUNDED),
             delete_if_eq: Script::new(DELETE_IF_EQ),
+            renew_if_eq: Script::new(RENEW_IF_EQ),
             log_append: Script::new(stream::LOG_APPEND),
         })
     }
@@ -157,6 +166,19 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(removed > 0)
+    }
+
+    pub(super) async fn renew_if_eq(&self, key: &str, expected: &str, ttl: Duration) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let renewed: i64 = self
+            .renew_if_eq
+            .key(self.key(key))
+            .arg(expected)
+            .arg(millis(ttl))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(renewed > 0)
     }
 
     pub(super) async fn add_bounded(
