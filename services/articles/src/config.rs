@@ -1,52 +1,29 @@
 //! Configuration of the articles service.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use mesh_core::grpc::ServerConfig;
-use mesh_core::process::Listens;
-use mesh_core::store::StoreConfig;
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// gRPC listener. Default: `127.0.0.1:50055`.
-    pub listen: SocketAddr,
-    /// Admin HTTP listener (`/healthz`, `/readyz`, `/metrics`). Default: `127.0.0.1:9055`.
-    pub admin_listen: SocketAddr,
-    pub server: ServerConfig,
-    pub store: StoreConfig,
-    /// How long a reservation may stay `pending` (claimed, stock being taken) before its claim
-    /// expires. The claim expires so that a replica dying mid-reservation does not block that
-    /// reservation id forever; a reservation still taking stock after half of this gives up and
-    /// returns what it took, so a live call never overlaps an expired claim. Default: 60s.
-    #[serde(with = "humantime_serde")]
-    pub reservation_timeout: Duration,
-    /// How long a settled reservation (`reserved`, `released`) is kept. It is what makes a repeat
-    /// of a reservation take nothing twice, and orders repeats one only while the order's
-    /// Idempotency-Key lives (24h by default, plus a queued order's wait, at most an hour by
-    /// default), so a week outlives every repeat several times over; a release after that finds
-    /// nothing and returns no stock. Default: 7d.
-    #[serde(with = "humantime_serde")]
-    pub reservation_ttl: Duration,
-    /// Upper bound on articles one `ListArticles` call examines while filtering by a query. A
-    /// sparse query stops there with a short page and a cursor to continue from, so no call reads
-    /// the whole catalogue. Default: 1000.
-    pub max_scan: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: ([127, 0, 0, 1], 50055).into(),
-            admin_listen: ([127, 0, 0, 1], 9055).into(),
-            server: ServerConfig::default(),
-            store: StoreConfig::default(),
-            reservation_timeout: Duration::from_secs(60),
-            reservation_ttl: Duration::from_secs(7 * 24 * 3600),
-            max_scan: 1000,
-        }
+mesh_core::service_config! {
+    /// The articles service: the catalogue, stock and reservations, kept in `store`.
+    pub struct Config {
+        listen: 50055,
+        admin_listen: 9055,
+        /// How long a reservation may stay `pending` (claimed, stock being taken) before its claim
+        /// expires. The claim expires so that a replica dying mid-reservation does not block that
+        /// reservation id forever; a reservation still taking stock after half of this gives up and
+        /// returns what it took, so a live call never overlaps an expired claim. Default: 60s.
+        #[serde(with = "humantime_serde")]
+        pub reservation_timeout: Duration = Duration::from_secs(60),
+        /// How long a settled reservation (`reserved`, `released`) is kept. It is what makes a repeat
+        /// of a reservation take nothing twice, and orders repeats one only while the order's
+        /// Idempotency-Key lives (24h by default, plus a queued order's wait, at most an hour by
+        /// default), so a week outlives every repeat several times over; a release after that finds
+        /// nothing and returns no stock. Default: 7d.
+        #[serde(with = "humantime_serde")]
+        pub reservation_ttl: Duration = Duration::from_secs(7 * 24 * 3600),
+        /// Upper bound on articles one `ListArticles` call examines while filtering by a query. A
+        /// sparse query stops there with a short page and a cursor to continue from, so no call reads
+        /// the whole catalogue. Default: 1000.
+        pub max_scan: usize = 1000,
     }
 }
 
@@ -63,15 +40,5 @@ impl Config {
         );
         anyhow::ensure!(self.max_scan >= 1, "max_scan must be at least 1");
         Ok(())
-    }
-}
-
-impl Listens for Config {
-    fn listen(&self) -> SocketAddr {
-        self.listen
-    }
-
-    fn admin_listen(&self) -> SocketAddr {
-        self.admin_listen
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`config`]: listen addresses, store, token lifetimes, signing keys, hashing cost and bound.
+//! - [`hashing`]: the cost of one password hash and the bound on how many run at once.
 //! - [`validate`]: the rules every request field passes before it is used.
 //! - [`passwords`]: argon2id hashing, bounded in concurrency and wait.
 //! - [`secrets`]: random secrets for clients and the digests stored in their place.
@@ -20,6 +21,7 @@
 
 pub mod api_keys;
 pub mod config;
+pub mod hashing;
 pub mod keys;
 pub mod passwords;
 pub mod secrets;
@@ -29,7 +31,8 @@ pub mod tokens;
 pub mod users;
 pub mod validate;
 
-pub use config::{Config, HashingConfig, PasswordHashConfig, SigningKeyConfig};
+pub use config::{Config, SigningKeyConfig};
+pub use hashing::{HashingConfig, PasswordHashConfig};
 pub use service::AuthApi;
 
 use mesh_core::process::Shutdown;

@@ -26,7 +26,7 @@ use mesh_core::ServiceError;
 use rand::rngs::OsRng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::config::{HashingConfig, PasswordHashConfig};
+use crate::hashing::{HashingConfig, PasswordHashConfig};
 
 const BUSY: &str = "too many password checks in progress, try again shortly";
 
@@ -54,12 +54,6 @@ struct Inner {
 
 /// Work for a hashing thread, given that thread's argon2 memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
-
-/// The argon2id parameters of `cfg`, refused when argon2 would refuse them.
-pub(crate) fn params(cfg: PasswordHashConfig) -> anyhow::Result<Params> {
-    Params::new(cfg.memory_kib, cfg.iterations, cfg.parallelism, None)
-        .map_err(|e| anyhow::anyhow!("password_hash: {e}"))
-}
 
 /// The first `blocks` blocks of a thread's `memory`, grown if a stored hash needs more.
 fn work_memory(memory: &mut Vec<Block>, blocks: usize) -> &mut [Block] {
@@ -193,7 +187,7 @@ fn refused(reason: &'static str) -> ServiceError {
 impl Passwords {
     /// Builds the hasher, its threads and its dummy hash (one hash at start-up).
     pub async fn new(cfg: PasswordHashConfig, hashing: &HashingConfig) -> anyhow::Result<Self> {
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params(cfg)?);
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, cfg.params()?);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let permits = hashing.permits(cfg, cores);
         let jobs = spawn_hashers(permits, argon.params().block_count(), hashing.nice)?;
@@ -344,7 +338,7 @@ mod tests {
         use argon2::password_hash::{PasswordHasher, PasswordVerifier};
         let passwords = passwords(1, Duration::from_secs(1)).await;
         let theirs = |cost: PasswordHashConfig| {
-            let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params(cost).unwrap());
+            let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, cost.params().unwrap());
             argon.hash_password(b"pw", &SaltString::generate(&mut OsRng)).unwrap().to_string()
         };
         // Stored by the crate's own hasher, at this cost and at another (a cost changed since).
@@ -408,11 +402,5 @@ mod tests {
         drop(held);
         assert_eq!(passwords.inner.slots.available_permits(), 1);
         assert!(passwords.hash("y", None).await.is_ok());
-    }
-
-    #[test]
-    fn parameters_argon2_refuses_are_refused_at_start() {
-        assert!(params(PasswordHashConfig { memory_kib: 1, iterations: 1, parallelism: 1 }).is_err());
-        assert!(params(PasswordHashConfig::default()).is_ok());
     }
 }

@@ -21,6 +21,7 @@
 //! - [`page`]: page size and cursor of list calls.
 //! - [`problem`]: RFC 9457 problem+json bodies.
 //! - [`process`]: the shape of every binary's `main`.
+//! - [`service_config`]: [`service_config!`], the head every service's configuration shares.
 
 pub mod admin;
 pub mod breaker;
@@ -38,6 +39,7 @@ pub mod ids;
 pub mod page;
 pub mod problem;
 pub mod process;
+pub mod service_config;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

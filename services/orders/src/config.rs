@@ -1,39 +1,32 @@
 //! Configuration of the orders service.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use mesh_core::client::ClientConfig;
-use mesh_core::grpc::ServerConfig;
-use mesh_core::process::Listens;
-use mesh_core::store::StoreConfig;
 use serde::{Deserialize, Serialize};
 
 pub use crate::events::EventsConfig;
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// gRPC listener. Default: `127.0.0.1:50054`.
-    pub listen: SocketAddr,
-    /// Admin HTTP listener (`/healthz`, `/readyz`, `/metrics`). Default: `127.0.0.1:9054`.
-    pub admin_listen: SocketAddr,
-    pub server: ServerConfig,
-    pub store: StoreConfig,
-    /// The articles service's replicas. Default: `http://127.0.0.1:50055`, 1s connect, 5s deadline.
-    pub articles: ClientConfig,
-    /// How long an Idempotency-Key is remembered after its first use (and what became of a
-    /// queued order, `orders:queued:{id}`). Within it, the same key and items answer the same
-    /// order; after it, the key is free again (as with most public APIs, keys are meant for
-    /// retries, not as permanent names). The queue drain's exactly-once per key rests on it
-    /// outliving any queue entry: the gateways refuse to queue once the oldest entry waits their
-    /// `order_queue.max_age` (1h by default), so keep this at least four times that. Default: 24h.
-    #[serde(with = "humantime_serde")]
-    pub idempotency_ttl: Duration,
-    /// The consumer of the order queue the gateways fill during an outage.
-    pub queue: QueueConfig,
-    /// Each order's status event log (`WatchOrder`): how much it keeps, for how long.
-    pub events: EventsConfig,
+mesh_core::service_config! {
+    /// The orders service: orders and their events kept in `store`, the queue the gateways fill.
+    pub struct Config {
+        listen: 50054,
+        admin_listen: 9054,
+        /// The articles service's replicas. Default: `http://127.0.0.1:50055`, 1s connect, 5s deadline.
+        pub articles: ClientConfig = ClientConfig::to(["http://127.0.0.1:50055"]),
+        /// How long an Idempotency-Key is remembered after its first use (and what became of a
+        /// queued order, `orders:queued:{id}`). Within it, the same key and items answer the same
+        /// order; after it, the key is free again (as with most public APIs, keys are meant for
+        /// retries, not as permanent names). The queue drain's exactly-once per key rests on it
+        /// outliving any queue entry: the gateways refuse to queue once the oldest entry waits their
+        /// `order_queue.max_age` (1h by default), so keep this at least four times that. Default: 24h.
+        #[serde(with = "humantime_serde")]
+        pub idempotency_ttl: Duration = Duration::from_secs(24 * 3600),
+        /// The consumer of the order queue the gateways fill during an outage.
+        pub queue: QueueConfig = QueueConfig::default(),
+        /// Each order's status event log (`WatchOrder`): how much it keeps, for how long.
+        pub events: EventsConfig = EventsConfig::default(),
+    }
 }
 
 /// How this replica drains the order queue (see [`crate::queue`]).
@@ -71,21 +64,6 @@ impl Default for QueueConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: ([127, 0, 0, 1], 50054).into(),
-            admin_listen: ([127, 0, 0, 1], 9054).into(),
-            server: ServerConfig::default(),
-            store: StoreConfig::default(),
-            articles: ClientConfig::to(["http://127.0.0.1:50055"]),
-            idempotency_ttl: Duration::from_secs(24 * 3600),
-            queue: QueueConfig::default(),
-            events: EventsConfig::default(),
-        }
-    }
-}
-
 impl Config {
     /// Refuses a configuration that could not serve.
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -115,16 +93,6 @@ impl Config {
             "queue.claim_idle must be at least 100ms"
         );
         Ok(())
-    }
-}
-
-impl Listens for Config {
-    fn listen(&self) -> SocketAddr {
-        self.listen
-    }
-
-    fn admin_listen(&self) -> SocketAddr {
-        self.admin_listen
     }
 }
 

@@ -1,42 +1,10 @@
 //! Configuration of the user service.
 
-use std::net::SocketAddr;
-
-use mesh_core::grpc::ServerConfig;
-use mesh_core::process::Listens;
-use mesh_core::store::StoreConfig;
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// gRPC listener. Default: `127.0.0.1:50052`.
-    pub listen: SocketAddr,
-    /// Admin HTTP listener (`/healthz`, `/readyz`, `/metrics`). Default: `127.0.0.1:9052`.
-    pub admin_listen: SocketAddr,
-    pub server: ServerConfig,
-    /// Where profiles live; every replica must share it. Default: memory (one process only).
-    pub store: StoreConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: ([127, 0, 0, 1], 50052).into(),
-            admin_listen: ([127, 0, 0, 1], 9052).into(),
-            server: ServerConfig::default(),
-            store: StoreConfig::default(),
-        }
-    }
-}
-
-impl Listens for Config {
-    fn listen(&self) -> SocketAddr {
-        self.listen
-    }
-
-    fn admin_listen(&self) -> SocketAddr {
-        self.admin_listen
+mesh_core::service_config! {
+    /// The user service: profiles, kept in `store`.
+    pub struct Config {
+        listen: 50052,
+        admin_listen: 9052,
     }
 }
 
@@ -46,13 +14,10 @@ mod tests {
 
     use super::*;
 
+    /// The shared keys and their environment overrides are tested once, with the macro.
     #[test]
-    fn defaults_are_the_documented_ports_and_env_overrides_apply() {
+    fn defaults_are_the_documented_ports() {
         let cfg: Config = Sources::default().load().unwrap();
-        assert_eq!(cfg.listen.port(), 50052);
-        assert_eq!(cfg.admin_listen.port(), 9052);
-        let cfg: Config = Sources::from_env([("REDIS_URL", "redis://r:6379")]).load().unwrap();
-        assert_eq!(cfg.store.redis_url.as_deref(), Some("redis://r:6379"));
-        assert!(Sources::from_env([("MESH_LISTN", "x")]).load::<Config>().is_err());
+        assert_eq!((cfg.listen.port(), cfg.admin_listen.port()), (50052, 9052));
     }
 }
