@@ -1,30 +1,24 @@
-//! A pool of gateway instances: who is eligible, and which one gets the next request.
+//! Which instances are eligible: the active probe's verdict, passive ejection on the instance's
+//! own failures, and the ejection floor.
 //!
-//! Balancing is power of two choices over eligible instances, least in-flight first, then
-//! lower latency (EWMA). An instance is eligible when its last `/readyz` probe passed and it is
-//! not ejected. Ejection is passive: a connect error, reset or timeout ejects at once, and a run
-//! of 5xx answers too; each ejection in a row doubles its length up to a maximum, and only a
-//! passing probe after it ends lets the instance back in. Passive ejection never holds out more
-//! than `health.max_ejection_percent` of a pool and always leaves one instance in: a burst of
-//! failures that is not the instances' own (a client's, a service's) can never empty a pool,
-//! while the active probe still takes out an instance that is really down.
+//! An instance is eligible when its last `/readyz` probe passed and it is not ejected. Ejection is
+//! passive: a connect error, reset or timeout ejects at once, and a run of 5xx answers too; each
+//! ejection in a row doubles its length up to a maximum, and only a passing probe after it ends
+//! lets the instance back in. Passive ejection never holds out more than
+//! `health.max_ejection_percent` of a pool and always leaves one instance in: a burst of failures
+//! that is not the instances' own (a client's, a service's) can never empty a pool, while the
+//! active probe still takes out an instance that is really down.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use rand::Rng;
-use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower::retry::budget::{Budget, TpsBudget};
-
 use mesh_core::fault::{Fault, Side};
+use serde::Serialize;
 
-use crate::config::{Config, HealthConfig};
+use super::Pool;
+use crate::config::HealthConfig;
 
 /// One gateway instance.
 #[derive(Debug)]
@@ -263,6 +257,11 @@ impl Instance {
         }
     }
 
+    /// Exponentially weighted latency in microseconds, for the balancer.
+    pub(super) fn ewma_micros(&self) -> u64 {
+        self.ewma_micros.load(Ordering::Relaxed)
+    }
+
     fn p99_micros(&self) -> u64 {
         let mut latencies: Vec<u64> =
             self.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
@@ -284,117 +283,9 @@ impl Drop for InFlight {
     }
 }
 
-/// A pool: its instances, its own connection pool and concurrency limit, its retry budget.
-pub struct Pool {
-    pub name: String,
-    instances: RwLock<Arc<Vec<Arc<Instance>>>>,
-    limit: Arc<Semaphore>,
-    pub max_concurrency: usize,
-    /// Long streams have a budget of their own, so they never fill the request slots.
-    streams: Arc<Semaphore>,
-    pub max_streams: usize,
-    /// Requests whose body streams through (large or of unknown size) likewise.
-    uploads: Arc<Semaphore>,
-    /// Held while deciding an ejection, so two at once cannot both pass the floor.
-    ejecting: Mutex<()>,
-    budget: TpsBudget,
-    pub retries: AtomicU64,
-    pub retries_refused: AtomicU64,
-    /// Each pool has its own connections, so one pool's trouble never queues another's requests.
-    pub client: Client<HttpConnector, Body>,
-    pub health: HealthConfig,
-}
-
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("name", &self.name).finish_non_exhaustive()
-    }
-}
-
 // === impl Pool ===
 
 impl Pool {
-    pub fn new(name: &str, limits: &crate::config::Pool, cfg: &Config) -> Self {
-        let max_concurrency = limits.max_concurrency;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
-        let retry = &cfg.retry;
-        Self {
-            name: name.to_owned(),
-            instances: RwLock::default(),
-            limit: Arc::new(Semaphore::new(max_concurrency)),
-            max_concurrency,
-            streams: Arc::new(Semaphore::new(limits.max_streams)),
-            max_streams: limits.max_streams,
-            uploads: Arc::new(Semaphore::new(limits.max_uploads)),
-            ejecting: Mutex::new(()),
-            // TpsBudget turns the ratio into whole deposits per retry as `(1.0 / ratio) as isize`,
-            // and in f32 `1.0 / 0.2` is 4.9999995, which truncates to 4 (25%, not 20%). A
-            // hair less than the ratio makes the division land on the intended whole number.
-            budget: TpsBudget::new(
-                retry.budget_window.clamp(Duration::from_secs(1), Duration::from_secs(60)),
-                retry.budget_min_per_second,
-                retry.budget_ratio * 0.999_99,
-            ),
-            retries: AtomicU64::new(0),
-            retries_refused: AtomicU64::new(0),
-            client,
-            health: cfg.health.clone(),
-        }
-    }
-
-    pub fn instances(&self) -> Arc<Vec<Arc<Instance>>> {
-        self.instances.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Replaces the instance set, keeping the state of instances that remain.
-    pub fn set_addresses(&self, addrs: Vec<(SocketAddr, String)>) {
-        let current = self.instances();
-        let next: Vec<Arc<Instance>> = addrs
-            .into_iter()
-            .map(|(addr, source)| {
-                current
-                    .iter()
-                    .find(|i| i.addr == addr)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Instance::new(addr, source, &self.health)))
-            })
-            .collect();
-        if next.len() != current.len() || next.iter().zip(current.iter()).any(|(a, b)| a.addr != b.addr) {
-            tracing::info!(pool = %self.name, instances = ?next.iter().map(|i| i.addr).collect::<Vec<_>>(), "pool membership");
-        }
-        *self.instances.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
-    }
-
-    /// A permit to run one request in this pool, or `None` when it is at capacity.
-    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.limit.clone().try_acquire_owned().ok()
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.max_concurrency - self.limit.available_permits()
-    }
-
-    /// A permit to hold one long stream open, or `None` when the stream budget is spent.
-    pub fn admit_stream(&self) -> Option<OwnedSemaphorePermit> {
-        self.streams.clone().try_acquire_owned().ok()
-    }
-
-    /// A permit for one request whose body streams through, or `None` when the upload budget
-    /// is spent.
-    pub fn admit_upload(&self) -> Option<OwnedSemaphorePermit> {
-        self.uploads.clone().try_acquire_owned().ok()
-    }
-
-    pub fn streams_open(&self) -> usize {
-        self.max_streams - self.streams.available_permits()
-    }
-
     /// Records how an attempt on `instance` ended, and ejects it when that is called for and
     /// the ejection floor allows.
     pub fn record(&self, instance: &Instance, outcome: Outcome) {
@@ -415,73 +306,15 @@ impl Pool {
         }
         instance.eject(&self.name, &self.health, reason);
     }
-
-    /// Power of two choices among eligible instances not in `exclude`.
-    pub fn pick(&self, exclude: &[SocketAddr]) -> Option<Arc<Instance>> {
-        let instances = self.instances();
-        let eligible: Vec<&Arc<Instance>> =
-            instances.iter().filter(|i| i.is_eligible() && !exclude.contains(&i.addr)).collect();
-        match eligible.len() {
-            0 => None,
-            1 => Some(eligible[0].clone()),
-            n => {
-                let mut rng = rand::thread_rng();
-                let a = rng.gen_range(0..n);
-                let mut b = rng.gen_range(0..n - 1);
-                if b >= a {
-                    b += 1;
-                }
-                let (x, y) = (eligible[a], eligible[b]);
-                let key = |i: &Instance| (i.in_flight(), i.ewma_micros.load(Ordering::Relaxed));
-                Some(if key(y) < key(x) { y.clone() } else { x.clone() })
-            }
-        }
-    }
-
-    /// Counts a request towards the retry budget.
-    pub fn deposit(&self) {
-        self.budget.deposit();
-    }
-
-    /// Takes one retry from the budget; false when it is spent.
-    pub fn withdraw(&self) -> bool {
-        let granted = self.budget.withdraw();
-        if granted {
-            self.retries.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.retries_refused.fetch_add(1, Ordering::Relaxed);
-        }
-        metrics::counter!("router_retries_total", "pool" => self.name.clone(), "granted" => granted.to_string())
-            .increment(1);
-        granted
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    fn pool_with(n: u16, cfg: &Config) -> Pool {
-        let pool = Pool::new("p", &crate::config::Pool::of(vec![]), cfg);
-        pool.set_addresses(
-            (0..n).map(|i| (SocketAddr::from(([127, 0, 0, 1], 1000 + i)), format!("i{i}"))).collect(),
-        );
-        pool
-    }
-
-    fn pool(n: u16) -> Pool {
-        pool_with(n, &Config::default())
-    }
-
-    #[tokio::test]
-    async fn picks_prefer_the_less_loaded_of_two() {
-        let pool = pool(2);
-        let busy = pool.instances()[0].clone();
-        let _guards: Vec<_> = (0..5).map(|_| busy.start()).collect();
-        for _ in 0..50 {
-            assert_ne!(pool.pick(&[]).unwrap().addr, busy.addr);
-        }
-    }
+    use crate::config::Config;
+    use crate::pool::tests::{pool, pool_with};
+    use crate::pool::{Outcome, Pool};
 
     #[tokio::test]
     async fn a_failure_ejects_and_only_a_probe_after_the_ejection_readmits() {
@@ -559,31 +392,5 @@ mod tests {
             pool.record(instance, Outcome::Failed);
         }
         assert_eq!(pool.instances().iter().filter(|i| i.is_eligible()).count(), 1, "even at 100%, one stays");
-    }
-
-    #[tokio::test]
-    async fn the_stream_budget_is_apart_from_the_request_slots() {
-        let limits =
-            crate::config::Pool { max_concurrency: 2, max_streams: 1, ..crate::config::Pool::of(vec![]) };
-        let pool = Pool::new("p", &limits, &Config::default());
-        let stream = pool.admit_stream().unwrap();
-        assert!(pool.admit_stream().is_none(), "stream budget spent");
-        let (a, b) = (pool.admit(), pool.admit());
-        assert!(a.is_some() && b.is_some(), "request slots untouched by streams");
-        drop(stream);
-        assert!(pool.admit_stream().is_some());
-    }
-
-    #[tokio::test]
-    async fn excluded_instances_are_not_picked_and_membership_keeps_state() {
-        let pool = pool(2);
-        let first = pool.instances()[0].addr;
-        for _ in 0..20 {
-            assert_ne!(pool.pick(&[first]).unwrap().addr, first);
-        }
-        let kept = pool.instances()[1].clone();
-        pool.record(&kept, Outcome::Failed);
-        pool.set_addresses(vec![(kept.addr, "again".into())]);
-        assert!(!pool.instances()[0].is_eligible(), "state survives a membership update");
     }
 }
