@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -33,24 +33,57 @@ fn is_sane(id: &str) -> bool {
     mesh_core::contracts::is_token(id)
 }
 
+/// Called once per answer, inside the request's span, with its headers and matched route: how
+/// fallback answers are counted and logged without this module knowing the fallback policy.
+pub type Observer = Arc<dyn Fn(&HeaderMap, &str) + Send + Sync>;
+
 /// What the middleware needs to know about this gateway.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Instance {
     pub name: HeaderValue,
     /// The whole-request deadline, from which every service call's deadline is derived.
     pub request_timeout: std::time::Duration,
-    /// Fallback answers of this instance, for its service view.
-    pub fallbacks: Arc<crate::fallback::FallbackCounts>,
+    /// Sees every answer (the gateway counts and logs those marked `x-mesh-fallback`).
+    pub observe: Observer,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("name", &self.name)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+/// What service calls made while handling a request take from it: its deadline and its id.
+#[derive(Clone, Debug)]
+struct Current {
+    /// When the request must be answered by (`None`: work outside a request, e.g. a refresher).
+    deadline: Option<Instant>,
+    id: RequestId,
 }
 
 tokio::task_local! {
-    /// When the current request must be answered by; set around each request's handler.
-    static DEADLINE: Instant;
+    /// Set around each request's handler, and around background work that calls services.
+    static CURRENT: Current;
 }
 
 /// Time left before the current request's deadline (`None` outside a request).
 pub fn remaining() -> Option<std::time::Duration> {
-    DEADLINE.try_with(|deadline| deadline.saturating_duration_since(Instant::now())).ok()
+    CURRENT.try_with(|c| c.deadline.map(|d| d.saturating_duration_since(Instant::now()))).ok().flatten()
+}
+
+/// The current request's id, forwarded to services (`None` outside a request).
+pub fn request_id() -> Option<RequestId> {
+    CURRENT.try_with(|c| c.id.clone()).ok()
+}
+
+/// Runs `work` under request id `id` (keeping the current deadline, if any): for work outside a
+/// request, such as a background refresh, whose service calls should still carry an id.
+pub async fn with_request_id<F: std::future::Future>(id: RequestId, work: F) -> F::Output {
+    let deadline = CURRENT.try_with(|c| c.deadline).ok().flatten();
+    CURRENT.scope(Current { deadline, id }, work).await
 }
 
 pub async fn request_context(State(instance): State<Instance>, mut req: Request, next: Next) -> Response {
@@ -63,7 +96,7 @@ pub async fn request_context(State(instance): State<Instance>, mut req: Request,
         .map(str::to_owned)
         .unwrap_or_else(mesh_core::ids::new_id);
     let request_id = RequestId(id.as_str().into());
-    req.extensions_mut().insert(request_id);
+    req.extensions_mut().insert(request_id.clone());
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let route = route.unwrap_or_else(|| "unmatched".into());
@@ -79,8 +112,8 @@ pub async fn request_context(State(instance): State<Instance>, mut req: Request,
     if let Some(trace_id) = mesh_core::trace::trace_id(&span) {
         span.record("trace_id", trace_id.as_str());
     }
-    let deadline = started + instance.request_timeout;
-    let mut response = DEADLINE.scope(deadline, next.run(req).instrument(span.clone())).await;
+    let current = Current { deadline: Some(started + instance.request_timeout), id: request_id };
+    let mut response = CURRENT.scope(current, next.run(req).instrument(span.clone())).await;
 
     let status = response.status();
     if status.is_client_error() || status.is_server_error() {
@@ -103,9 +136,8 @@ pub async fn request_context(State(instance): State<Instance>, mut req: Request,
         headers.insert(REQUEST_ID, value);
     }
     headers.insert(MESH_GATEWAY, instance.name.clone());
-    // Every answer marked `x-mesh-fallback` is counted and logged here, once, with its route.
-    span.in_scope(|| crate::fallback::observe(response.headers(), &route));
-    instance.fallbacks.count(response.headers());
+    // Every answer is observed here, once, with its route (fallback answers are counted).
+    span.in_scope(|| (instance.observe)(response.headers(), &route));
 
     let elapsed = started.elapsed();
     let status_label = status.as_u16().to_string();

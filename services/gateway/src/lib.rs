@@ -12,10 +12,11 @@
 //! - [`fallback`]: last-known-good answers, the response cache of public reads, and the marks
 //!   on fallback responses; a store tier that fails open.
 //! - [`json`]: body and query extractors that answer problems naming the bad field.
-//! - [`authn`]: JWT (local, JWKS) and API key authentication; the authenticate middleware.
-//! - [`quota`]: metering, `RateLimit-*` headers, and the local limit kept while the quota
-//!   service is down.
-//! - [`clients`]: balanced gRPC clients and the per-call request metadata.
+//! - [`authn`]: JWT (local, JWKS) and API key authentication; the `authenticate` step.
+//! - [`quota`]: metering (the `meter` step, after `authenticate`), `RateLimit-*` headers, and
+//!   the local limit kept while the quota service is down.
+//! - [`clients`]: one typed handle per service (request metadata, deadline cut, errors through
+//!   the one table), dialled only for the gateway's domain; the transport seam tests use.
 //! - [`streams`]: caps and buffer bounds of server-sent event streams.
 //! - [`identity`], [`business`]: each domain's routes.
 //! - [`openapi`]: the `/openapi.json` document.
@@ -52,22 +53,44 @@ use tokio::net::TcpListener;
 pub use config::{BusinessConfig, Config, Domain};
 pub use state::AppState;
 
-use crate::authn::{ApiKeyVerifier, JwksVerifier};
+use crate::authn::{ApiKeyVerifier, Authenticator, JwksVerifier};
 use crate::clients::Clients;
 use crate::context::Instance;
 use crate::error::ApiError;
 
-/// Connects what a gateway needs: the store for the API key cache and the service clients.
+/// Connects what a gateway needs: the store, and channels to the services of its domain.
 pub async fn state(cfg: Config) -> anyhow::Result<AppState> {
+    let clients = Clients::dial(cfg.domain, &cfg.services)?;
+    state_with(cfg, clients).await
+}
+
+/// A gateway's state over the given service handles: the seam through which tests call
+/// in-process, failing, hung or slow services ([`Clients::with`]).
+pub async fn state_with(cfg: Config, clients: Clients) -> anyhow::Result<AppState> {
     let store = Store::connect(&cfg.store).await?;
-    let clients = Clients::new(&cfg.services)?;
     let lkg = fallback::LastKnownGood::new(store.clone(), cfg.fallback_ttl).with_timeout(cfg.cache_timeout);
-    let jwks =
-        Arc::new(JwksVerifier::new(clients.auth.clone(), clients.deadlines().auth, &cfg.jwt, lkg.clone()));
+    let jwks = Arc::new(JwksVerifier::new(clients.auth.clone(), &cfg.jwt, lkg.clone()));
     let api_keys = ApiKeyVerifier::new(lkg.clone(), cfg.api_key_cache_ttl);
+    let authn = Authenticator::new(jwks, api_keys, clients.auth.clone());
     let local_quota = Arc::new(quota::LocalQuota::new(cfg.local_quota.clone()));
+    let meter = quota::Meter::new(clients.quota.clone(), local_quota, lkg.clone());
     let streams = Arc::new(streams::StreamSlots::new(&cfg.streams, store.clone()));
-    Ok(AppState { cfg: Arc::new(cfg), clients, jwks, api_keys, store, lkg, local_quota, streams })
+    let Clients { auth, users, quota, orders, articles, analytics, channels } = clients;
+    Ok(AppState {
+        cfg: Arc::new(cfg),
+        auth,
+        users,
+        quota,
+        orders,
+        articles,
+        analytics,
+        channels,
+        authn,
+        meter,
+        store,
+        lkg,
+        streams,
+    })
 }
 
 /// The gateway's routes for its domain, inside the edge stack; the admin routes sit beside
@@ -86,22 +109,30 @@ pub fn app(state: AppState, instance: &str, readiness: Readiness) -> Router {
             ApiError::not_found("no route matches this path on this gateway").into_response()
         });
     let fallbacks = Arc::new(fallback::FallbackCounts::default());
+    let observe: context::Observer = {
+        let fallbacks = fallbacks.clone();
+        // Every answer marked `x-mesh-fallback` is counted and logged once, with its route.
+        Arc::new(move |headers: &axum::http::HeaderMap, route: &str| {
+            fallback::observe(headers, route);
+            fallbacks.count(headers);
+        })
+    };
     let instance = Instance {
         name: HeaderValue::from_str(instance).unwrap_or(HeaderValue::from_static("gateway")),
         request_timeout: state.cfg.limits.request_timeout,
-        fallbacks: fallbacks.clone(),
+        observe,
     };
     let protected =
         edge::protect(routes.with_state(state.clone()), &state.cfg.limits, &state.cfg.cors, instance);
     // The gateway's view of its services, for the router's status page (outside the edge
     // stack, like the probes).
     let view = {
-        let (clients, name, domain) = (state.clients.clone(), instance_name.to_owned(), domain.as_str());
+        let (channels, name, domain) = (state.channels.clone(), instance_name.to_owned(), domain.as_str());
         axum::routing::get(move || async move {
             axum::Json(serde_json::json!({
                 "instance": name,
                 "domain": domain,
-                "services": clients.view(),
+                "services": channels.view(),
                 "fallbacks": fallbacks.view(),
             }))
         })
@@ -125,7 +156,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> an
             streams.close_all();
         }
     });
-    state.jwks.clone().spawn_refresher(jwks_refresh, drain.signaled());
+    state.authn.jwks.clone().spawn_refresher(jwks_refresh, drain.signaled());
     let readiness = Readiness::new(drain.clone());
     readiness.set_started();
     tracing::info!(addr = %bound, domain = state.cfg.domain.as_str(), %instance, "gateway serving");

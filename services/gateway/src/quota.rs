@@ -1,4 +1,5 @@
-//! Metering: every authenticated request counts against its principal's quota.
+//! Metering: every authenticated request counts against its principal's quota ([`meter`], the
+//! step after authentication).
 //!
 //! The quota service counts (atomic windows in Redis, shared by every replica). When it cannot
 //! answer, the request is counted by [`LocalQuota`] instead — an approximate limit in this
@@ -9,14 +10,20 @@ mod local;
 
 pub use local::LocalQuota;
 
-use axum::http::{HeaderName, HeaderValue};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use mesh_proto::quota::{ConsumeRequest, QuotaStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::authn::Principal;
-use crate::clients::grpc;
-use crate::context::RequestId;
-use crate::state::AppState;
+use crate::clients::Quota;
+use crate::context::MESH_FALLBACK;
+use crate::error::ApiError;
+use crate::fallback::{Fallback, LastKnownGood};
 
 /// A principal's last known quota status, remembered by `GET /v1/quota` (key [`known_key`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,34 +64,84 @@ pub struct Metered {
     pub local: bool,
 }
 
-/// Counts one request with the quota service, or locally when it cannot answer.
-pub async fn consume(state: &AppState, principal: &Principal, request_id: &RequestId) -> Metered {
-    let request = ConsumeRequest { principal: principal.user_id.clone(), cost: 1 };
-    match state
-        .clients
-        .quota
-        .clone()
-        .consume(grpc(request_id, state.clients.deadlines().quota, request))
-        .await
-    {
-        Ok(response) => {
-            let status = response.into_inner();
-            state.local_quota.observe(&principal.user_id, &status);
-            Metered { status, local: false }
-        }
-        Err(failure) => {
-            let seed = if state.local_quota.knows(&principal.user_id) {
-                None
-            } else {
-                state.lkg.recall::<KnownQuota>(&known_key(&principal.user_id)).await.map(|s| s.value)
-            };
-            let status = state.local_quota.consume(&principal.user_id, seed, mesh_core::ids::unix_now());
-            tracing::info!(code = ?failure.code(), allowed = status.allowed, remaining = status.remaining,
-                "quota service failed; metered locally");
-            metrics::counter!("gateway_quota_local_total").increment(1);
-            Metered { status, local: true }
+/// What metering needs: the quota service, the local limit kept while it is down, and the
+/// remembered statuses that seed it. The state of the [`meter`] step.
+#[derive(Clone, Debug)]
+pub struct Meter {
+    quota: Quota,
+    local: Arc<LocalQuota>,
+    lkg: LastKnownGood,
+}
+
+// === impl Meter ===
+
+impl Meter {
+    pub fn new(quota: Quota, local: Arc<LocalQuota>, lkg: LastKnownGood) -> Self {
+        Self { quota, local, lkg }
+    }
+
+    /// Counts one request with the quota service, or locally when it cannot answer.
+    pub async fn consume(&self, principal: &Principal) -> Metered {
+        let request = ConsumeRequest { principal: principal.user_id.clone(), cost: 1 };
+        match self.quota.consume(request).await {
+            Ok(status) => {
+                self.local.observe(&principal.user_id, &status);
+                Metered { status, local: false }
+            }
+            Err(failure) => {
+                let seed = if self.local.knows(&principal.user_id) {
+                    None
+                } else {
+                    self.lkg.recall::<KnownQuota>(&known_key(&principal.user_id)).await.map(|s| s.value)
+                };
+                let status = self.local.consume(&principal.user_id, seed, mesh_core::ids::unix_now());
+                tracing::info!(code = ?failure.status.code(), allowed = status.allowed, remaining = status.remaining,
+                    "quota service failed; metered locally");
+                metrics::counter!("gateway_quota_local_total").increment(1);
+                Metered { status, local: true }
+            }
         }
     }
+}
+
+/// The step after [`crate::authn::authenticate`]: meters the request against its principal's
+/// quota (429 past it) and adds the `RateLimit-*` headers. An answer metered locally because the
+/// quota service was down is marked `x-mesh-fallback: degraded` (unless the handler marked it
+/// already: its mark says more about the body).
+pub async fn meter(State(meter): State<Meter>, req: Request, next: Next) -> Result<Response, ApiError> {
+    // Only behind `authenticate`; without a principal nothing is served (fail closed).
+    let Some(principal) = req.extensions().get::<Principal>().cloned() else {
+        return Err(ApiError::unauthorized("this route needs a principal"));
+    };
+    let metered = meter.consume(&principal).await;
+    let status = &metered.status;
+    let degraded = HeaderValue::from_static(Fallback::Degraded.as_str());
+    if !status.allowed {
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota-exceeded",
+            "Quota exceeded",
+            format!(
+                "the {} plan allows {} requests per window; it resets at {}",
+                status.plan, status.limit, status.reset_at
+            ),
+        )
+        .with_retry_after(seconds_until_reset(status));
+        for (name, value) in headers(status) {
+            err = err.with_header(name, value);
+        }
+        if metered.local {
+            err = err.with_header(HeaderName::from_static(MESH_FALLBACK), degraded);
+        }
+        return Err(err);
+    }
+    let mut response = next.run(req).await;
+    let response_headers = response.headers_mut();
+    response_headers.extend(headers(status));
+    if metered.local && !response_headers.contains_key(MESH_FALLBACK) {
+        response_headers.insert(MESH_FALLBACK, degraded);
+    }
+    Ok(response)
 }
 
 pub fn seconds_until_reset(status: &QuotaStatus) -> u64 {

@@ -4,25 +4,33 @@ use std::sync::Arc;
 
 use mesh_core::store::Store;
 
-use crate::authn::{ApiKeyVerifier, JwksVerifier};
-use crate::clients::Clients;
+use crate::authn::Authenticator;
+use crate::clients::{Analytics, Articles, Auth, Channels, Orders, Quota, Users};
 use crate::config::Config;
 use crate::fallback::LastKnownGood;
-use crate::quota::LocalQuota;
+use crate::quota::Meter;
 use crate::streams::StreamSlots;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub cfg: Arc<Config>,
-    pub clients: Clients,
-    pub jwks: Arc<JwksVerifier>,
-    pub api_keys: ApiKeyVerifier,
+    /// One handle per service ([`crate::clients`]); those outside the domain are never dialled.
+    pub auth: Auth,
+    pub users: Users,
+    pub quota: Quota,
+    pub orders: Orders,
+    pub articles: Articles,
+    pub analytics: Analytics,
+    /// The dialled channels, for the gateway's view of its services.
+    pub channels: Channels,
+    /// Who is calling: JWTs against the JWKS, API keys through auth (the `authenticate` step).
+    pub authn: Authenticator,
+    /// Counting each request against its principal's quota (the `meter` step).
+    pub meter: Meter,
     /// Redis in deployments: caches, last-known-good answers, the order queue.
     pub store: Store,
     /// Last-known-good answers for fallbacks, and the response cache of public reads.
     pub lkg: LastKnownGood,
-    /// The approximate limit kept per principal while the quota service is down.
-    pub local_quota: Arc<LocalQuota>,
     /// Open server-sent event streams, against their caps.
     pub streams: Arc<StreamSlots>,
 }

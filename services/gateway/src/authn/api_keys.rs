@@ -26,7 +26,7 @@ use mesh_proto::auth::VerifyApiKeyRequest;
 use sha2::{Digest, Sha256};
 
 use super::Principal;
-use crate::clients::{Clients, grpc};
+use crate::clients::Auth;
 use crate::context::RequestId;
 use crate::error::ApiError;
 use crate::fallback::{LastKnownGood, is_outage};
@@ -64,7 +64,7 @@ impl ApiKeyVerifier {
     pub async fn verify(
         &self,
         key: &str,
-        clients: &Clients,
+        auth: &Auth,
         request_id: &RequestId,
     ) -> Result<Principal, ApiError> {
         if !(8..=256).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()) {
@@ -77,18 +77,11 @@ impl ApiKeyVerifier {
         {
             return Ok(snapshot.value.clone());
         }
-        let verified = clients
-            .auth
-            .clone()
-            .verify_api_key(grpc(
-                request_id,
-                clients.deadlines().auth,
-                VerifyApiKeyRequest { key: key.to_owned() },
-            ))
-            .await;
+        let verified = auth.verify_api_key(VerifyApiKeyRequest { key: key.to_owned() }).await;
         let found = match verified {
-            Ok(found) => found.into_inner(),
-            Err(status) => {
+            Ok(found) => found,
+            Err(failure) => {
+                let status = &failure.status;
                 return match status.code() {
                     tonic::Code::Unauthenticated | tonic::Code::InvalidArgument | tonic::Code::NotFound => {
                         if remembered.is_some() {
@@ -96,7 +89,7 @@ impl ApiKeyVerifier {
                         }
                         Err(ApiError::unauthorized("invalid API key"))
                     }
-                    _ if is_outage(&status) && remembered.is_some() => {
+                    _ if is_outage(status) && remembered.is_some() => {
                         let snapshot = remembered.expect("checked");
                         metrics::counter!("gateway_authn_fallbacks_total", "credential" => "api_key")
                             .increment(1);
@@ -104,7 +97,7 @@ impl ApiKeyVerifier {
                             "auth unavailable; API key accepted from its last verification");
                         Ok(snapshot.value)
                     }
-                    _ => Err(ApiError::from_status("auth", &status)),
+                    _ => Err(failure.into()),
                 };
             }
         };

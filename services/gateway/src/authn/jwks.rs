@@ -17,12 +17,10 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use mesh_core::client::ServiceChannel as Channel;
 use mesh_proto::auth::GetJwksRequest;
-use mesh_proto::auth::auth_service_client::AuthServiceClient;
 use serde::{Deserialize, Serialize};
 
-use crate::clients::grpc;
+use crate::clients::Auth;
 use crate::config::JwtConfig;
 use crate::context::RequestId;
 use crate::error::ApiError;
@@ -66,9 +64,8 @@ struct PublicJwk {
 }
 
 pub struct JwksVerifier {
-    auth: AuthServiceClient<Channel>,
+    auth: Auth,
     lkg: LastKnownGood,
-    deadline: Duration,
     validation: Validation,
     min_refetch: Duration,
     keys: RwLock<Arc<KeySet>>,
@@ -93,12 +90,7 @@ fn is_ed25519_public_key(x: &str) -> bool {
 // === impl JwksVerifier ===
 
 impl JwksVerifier {
-    pub fn new(
-        auth: AuthServiceClient<Channel>,
-        deadline: Duration,
-        cfg: &JwtConfig,
-        lkg: LastKnownGood,
-    ) -> Self {
+    pub fn new(auth: Auth, cfg: &JwtConfig, lkg: LastKnownGood) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&cfg.issuer]);
         validation.set_audience(&[&cfg.audience]);
@@ -111,7 +103,6 @@ impl JwksVerifier {
         Self {
             auth,
             lkg,
-            deadline,
             validation,
             min_refetch: cfg.jwks_min_refetch,
             keys: RwLock::default(),
@@ -149,11 +140,12 @@ impl JwksVerifier {
             return Ok(());
         }
         *last = Some(Instant::now());
-        let jwks = match self.auth.clone().get_jwks(grpc(request_id, self.deadline, GetJwksRequest {})).await
-        {
-            Ok(jwks) => jwks.into_inner(),
-            Err(status) => {
-                let error = ApiError::from_status("auth", &status);
+        let fetched =
+            crate::context::with_request_id(request_id.clone(), self.auth.get_jwks(GetJwksRequest {}));
+        let jwks = match fetched.await {
+            Ok(jwks) => jwks,
+            Err(failure) => {
+                let error = ApiError::from(failure);
                 if self.current().document.is_none() && self.load_snapshot().await {
                     return Ok(());
                 }
@@ -315,15 +307,12 @@ mod tests {
         let auth = mesh_core::client::ClientConfig {
             endpoints: vec!["http://127.0.0.1:1".into()],
             connect_timeout: Duration::from_millis(200),
+            request_timeout: Duration::from_millis(500),
             ..Default::default()
         };
-        let channel = mesh_core::client::balanced_channel(&auth).unwrap();
-        JwksVerifier::new(
-            AuthServiceClient::new(channel),
-            Duration::from_millis(500),
-            &JwtConfig::default(),
-            lkg,
-        )
+        let services = crate::config::Services { auth, ..Default::default() };
+        let clients = crate::clients::Clients::dial(crate::Domain::Identity, &services).unwrap();
+        JwksVerifier::new(clients.auth, &JwtConfig::default(), lkg)
     }
 
     fn token(signing: &ed25519_dalek::SigningKey, kid: &str) -> String {

@@ -1,9 +1,8 @@
 //! Who is calling: a JWT verified locally, or an API key verified by auth (and cached).
 //!
-//! [`authenticate`] is the middleware of every route that needs a principal: it resolves the
-//! principal, meters the request against its quota, and adds the `RateLimit-*` headers. An
-//! answer metered locally because the quota service was down is marked `x-mesh-fallback:
-//! degraded` (unless the handler marked it already: its mark says more about the body).
+//! [`authenticate`] is the first step of every route that needs a principal: it resolves the
+//! principal and hands it on as a request extension. Metering is the next step, apart
+//! ([`crate::quota::meter`]).
 //!
 //! Revocation reaches every gateway within a second: a token's session is checked against the
 //! revoked sessions auth marks in the store ([`revocations`], behind a local cache of 500 ms),
@@ -16,16 +15,17 @@ pub mod revocations;
 pub use api_keys::ApiKeyVerifier;
 pub use jwks::{Claims, JwksVerifier};
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use crate::context::{MESH_FALLBACK, RequestId};
+use crate::clients::Auth;
+use crate::context::RequestId;
 use crate::error::ApiError;
-use crate::quota;
-use crate::state::AppState;
 
 pub use mesh_core::headers::API_KEY;
 
@@ -47,71 +47,58 @@ impl Principal {
     }
 }
 
-/// Resolves the principal, meters the request, and runs the handler.
+/// What authentication needs: the verifiers. The state of the [`authenticate`] step.
+#[derive(Clone, Debug)]
+pub struct Authenticator {
+    pub jwks: Arc<JwksVerifier>,
+    pub api_keys: ApiKeyVerifier,
+    /// Verifies API keys the shared cache does not answer for.
+    auth: Auth,
+}
+
+// === impl Authenticator ===
+
+impl Authenticator {
+    pub fn new(jwks: Arc<JwksVerifier>, api_keys: ApiKeyVerifier, auth: Auth) -> Self {
+        Self { jwks, api_keys, auth }
+    }
+
+    /// The principal the request's credentials name, or a 401 saying what is wrong.
+    async fn resolve(&self, headers: &HeaderMap, request_id: &RequestId) -> Result<Principal, ApiError> {
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .ok_or_else(|| ApiError::unauthorized("use `Authorization: Bearer <token>`"))?;
+            let claims = self.jwks.verify(token.trim(), request_id).await?;
+            return Ok(Principal {
+                user_id: claims.sub,
+                email: claims.email,
+                roles: claims.roles,
+                session_id: Some(claims.sid),
+                api_key_id: None,
+            });
+        }
+        if let Some(value) = headers.get(API_KEY) {
+            let key = value.to_str().map_err(|_| ApiError::unauthorized("invalid API key"))?;
+            return self.api_keys.verify(key.trim(), &self.auth, request_id).await;
+        }
+        Err(ApiError::unauthorized("send `Authorization: Bearer <token>` or `X-Api-Key: <key>`"))
+    }
+}
+
+/// Resolves the principal and runs the rest with it as an extension; metering is the next
+/// step ([`crate::quota::meter`]).
 pub async fn authenticate(
-    State(state): State<AppState>,
+    State(authn): State<Authenticator>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let request_id = req.extensions().get::<RequestId>().cloned().unwrap_or_else(|| RequestId("none".into()));
-    let principal = resolve(&state, req.headers(), &request_id).await?;
-    let metered = quota::consume(&state, &principal, &request_id).await;
-    let status = &metered.status;
-    let degraded = HeaderValue::from_static(crate::fallback::Fallback::Degraded.as_str());
-    if !status.allowed {
-        let mut err = ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "quota-exceeded",
-            "Quota exceeded",
-            format!(
-                "the {} plan allows {} requests per window; it resets at {}",
-                status.plan, status.limit, status.reset_at
-            ),
-        )
-        .with_retry_after(quota::seconds_until_reset(status));
-        for (name, value) in quota::headers(status) {
-            err = err.with_header(name, value);
-        }
-        if metered.local {
-            err = err.with_header(header::HeaderName::from_static(MESH_FALLBACK), degraded);
-        }
-        return Err(err);
-    }
+    let principal = authn.resolve(req.headers(), &request_id).await?;
     req.extensions_mut().insert(principal);
-    let mut response = next.run(req).await;
-    let headers = response.headers_mut();
-    headers.extend(quota::headers(status));
-    if metered.local && !headers.contains_key(MESH_FALLBACK) {
-        headers.insert(MESH_FALLBACK, degraded);
-    }
-    Ok(response)
-}
-
-async fn resolve(
-    state: &AppState,
-    headers: &HeaderMap,
-    request_id: &RequestId,
-) -> Result<Principal, ApiError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::unauthorized("use `Authorization: Bearer <token>`"))?;
-        let claims = state.jwks.verify(token.trim(), request_id).await?;
-        return Ok(Principal {
-            user_id: claims.sub,
-            email: claims.email,
-            roles: claims.roles,
-            session_id: Some(claims.sid),
-            api_key_id: None,
-        });
-    }
-    if let Some(value) = headers.get(API_KEY) {
-        let key = value.to_str().map_err(|_| ApiError::unauthorized("invalid API key"))?;
-        return state.api_keys.verify(key.trim(), &state.clients, request_id).await;
-    }
-    Err(ApiError::unauthorized("send `Authorization: Bearer <token>` or `X-Api-Key: <key>`"))
+    Ok(next.run(req).await)
 }

@@ -14,8 +14,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::authn::Principal;
-use crate::clients::grpc;
-use crate::context::RequestId;
 use crate::error::ApiError;
 use crate::fallback::{self, Fallback};
 use crate::json::{ValidJson, ValidQuery};
@@ -80,7 +78,6 @@ impl From<pb::Summary> for Summary {
         (status = 413, description = "the properties are longer, as JSON, than the analytics service keeps (4096 bytes by default)")))]
 pub async fn record_event(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     ValidJson(body): ValidJson<EventBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -89,14 +86,7 @@ pub async fn record_event(
         r#type: body.kind,
         properties: body.properties,
     };
-    let recorded = state
-        .clients
-        .analytics
-        .clone()
-        .record_event(grpc(&rid, state.clients.deadlines().analytics, request))
-        .await
-        .map_err(|s| refused_event(&s))?
-        .into_inner();
+    let recorded = state.analytics.record_event(request).await.map_err(|e| refused_event(&e.status))?;
     Ok((StatusCode::ACCEPTED, Json(Recorded { id: recorded.id, recorded_at: recorded.recorded_at })))
 }
 
@@ -126,23 +116,14 @@ pub fn summary_key(owner: &str, window: &str) -> String {
         (status = 503, description = "the analytics service is out and no summary of yours is remembered")))]
 pub async fn summary(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     ValidQuery(params): ValidQuery<SummaryParams>,
 ) -> Result<Response, ApiError> {
     let window = params.window.unwrap_or_default();
     let key = summary_key(&principal.user_id, &window);
     let request = pb::GetSummaryRequest { owner_id: principal.user_id, window };
-    match state
-        .clients
-        .analytics
-        .clone()
-        .get_summary(grpc(&rid, state.clients.deadlines().analytics, request))
-        .await
-    {
-        Ok(summary) => Ok(fallback::live(&state.lkg, &key, &Summary::from(summary.into_inner())).await),
-        Err(failure) => {
-            fallback::after_failure(&state.lkg, &key, Fallback::Degraded, "analytics", &failure).await
-        }
+    match state.analytics.get_summary(request).await {
+        Ok(summary) => Ok(fallback::live(&state.lkg, &key, &Summary::from(summary)).await),
+        Err(e) => fallback::after_failure(&state.lkg, &key, Fallback::Degraded, e.service, &e.status).await,
     }
 }

@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::authn::Principal;
-use crate::clients::grpc;
-use crate::context::RequestId;
+use crate::clients::CallError;
 use crate::error::ApiError;
 use crate::fallback;
 use crate::json::{ValidJson, ValidQuery};
@@ -100,7 +99,6 @@ impl From<pb::ListArticlesResponse> for ArticlePage {
         (status = 503, description = "the articles service is out and this list was never read")))]
 pub async fn list_articles(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     ValidQuery(params): ValidQuery<SearchParams>,
 ) -> Result<Response, ApiError> {
     let request = pb::ListArticlesRequest {
@@ -109,10 +107,8 @@ pub async fn list_articles(
         cursor: params.cursor.unwrap_or_default(),
     };
     let key = list_key(&request);
-    let mut client = state.clients.articles.clone();
-    let deadline = state.clients.deadlines().articles;
-    let live = async move {
-        client.list_articles(grpc(&rid, deadline, request)).await.map(|r| ArticlePage::from(r.into_inner()))
+    let live = async {
+        state.articles.list_articles(request).await.map(ArticlePage::from).map_err(CallError::into_status)
     };
     fallback::read_cached(&state.lkg, &key, state.cfg.response_cache_ttl, "articles", live).await
 }
@@ -123,17 +119,16 @@ pub async fn list_articles(
         (status = 503, description = "the articles service is out and this article was never read")))]
 pub async fn get_article(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = article_key(&id);
-    let mut client = state.clients.articles.clone();
-    let deadline = state.clients.deadlines().articles;
-    let live = async move {
-        client
-            .get_article(grpc(&rid, deadline, pb::GetArticleRequest { id }))
+    let live = async {
+        state
+            .articles
+            .get_article(pb::GetArticleRequest { id })
             .await
-            .map(|a| Article::from(a.into_inner()))
+            .map(Article::from)
+            .map_err(CallError::into_status)
     };
     fallback::read_cached(&state.lkg, &key, state.cfg.response_cache_ttl, "articles", live).await
 }
@@ -142,7 +137,6 @@ pub async fn get_article(
     responses((status = 201, body = Article), (status = 403, description = "admin role required")))]
 pub async fn create_article(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     ValidJson(body): ValidJson<CreateArticleBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -156,14 +150,7 @@ pub async fn create_article(
         price_cents: body.price_cents,
         stock: body.stock,
     };
-    let article = state
-        .clients
-        .articles
-        .clone()
-        .create_article(grpc(&rid, state.clients.deadlines().articles, request))
-        .await
-        .map_err(|s| ApiError::from_status("articles", &s))?
-        .into_inner();
+    let article = state.articles.create_article(request).await?;
     let location = HeaderValue::from_str(&format!("/v1/articles/{}", article.id)).ok();
     let mut response = (StatusCode::CREATED, Json(Article::from(article))).into_response();
     if let Some(location) = location {

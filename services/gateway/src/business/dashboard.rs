@@ -20,8 +20,7 @@ use super::analytics::{Summary, summary_key};
 use super::articles::{Article, ArticlePage, list_key};
 use super::orders::Order;
 use crate::authn::Principal;
-use crate::clients::grpc;
-use crate::context::RequestId;
+use crate::clients::CallError;
 use crate::fallback::{self, Fallback, LastKnownGood, is_outage};
 use crate::state::AppState;
 
@@ -102,12 +101,8 @@ async fn section<T: Serialize, U>(
     responses((status = 200, body = Dashboard, description = "always 200; sections whose service failed are `degraded` (last known data) or `unavailable`")))]
 pub async fn dashboard(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
 ) -> Response {
-    let deadlines = state.clients.deadlines();
-    let (mut orders_client, mut articles_client, mut analytics_client) =
-        (state.clients.orders.clone(), state.clients.articles.clone(), state.clients.analytics.clone());
     let owner = principal.user_id;
     let articles_request =
         articles::ListArticlesRequest { query: String::new(), limit: SECTION_SIZE, cursor: String::new() };
@@ -117,22 +112,21 @@ pub async fn dashboard(
         summary_key(&owner, ACTIVITY_WINDOW),
     );
     let (orders, articles, activity) = tokio::join!(
-        orders_client.list_orders(grpc(
-            &rid,
-            deadlines.orders,
-            orders::ListOrdersRequest { owner_id: owner.clone(), limit: SECTION_SIZE, cursor: String::new() },
-        )),
-        articles_client.list_articles(grpc(&rid, deadlines.articles, articles_request)),
-        analytics_client.get_summary(grpc(
-            &rid,
-            deadlines.analytics,
-            analytics::GetSummaryRequest { owner_id: owner, window: ACTIVITY_WINDOW.into() },
-        )),
+        state.orders.list_orders(orders::ListOrdersRequest {
+            owner_id: owner.clone(),
+            limit: SECTION_SIZE,
+            cursor: String::new(),
+        }),
+        state.articles.list_articles(articles_request),
+        state
+            .analytics
+            .get_summary(analytics::GetSummaryRequest { owner_id: owner, window: ACTIVITY_WINDOW.into() }),
     );
     let lkg = &state.lkg;
-    let orders = orders.map(|r| r.into_inner().orders.into_iter().map(Order::from).collect::<Vec<_>>());
-    let articles = articles.map(|r| ArticlePage::from(r.into_inner()));
-    let activity = activity.map(|r| Summary::from(r.into_inner()));
+    let orders = orders.map(|r| r.orders.into_iter().map(Order::from).collect::<Vec<_>>());
+    let orders = orders.map_err(CallError::into_status);
+    let articles = articles.map(ArticlePage::from).map_err(CallError::into_status);
+    let activity = activity.map(Summary::from).map_err(CallError::into_status);
     let (recent_orders, articles, activity) = tokio::join!(
         section(lkg, "orders", &orders_key, orders, |o| o, |v| v),
         // Remembered as the page `GET /v1/articles?limit=5` answers; the section shows its list.

@@ -28,8 +28,6 @@ use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use crate::authn::Principal;
-use crate::clients::grpc;
-use crate::context::RequestId;
 use crate::error::ApiError;
 use crate::json::ValidQuery;
 use crate::state::AppState;
@@ -90,7 +88,6 @@ fn sse_event(event: pb::Event) -> Event {
         (status = 503, description = "the gateway holds the most streams it allows, or the analytics service is out")))]
 pub async fn live(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     ValidQuery(params): ValidQuery<LiveParams>,
@@ -103,14 +100,7 @@ pub async fn live(
         after_id,
     };
     // The deadline covers the call until its headers: the stream itself runs until someone ends it.
-    let upstream = state
-        .clients
-        .analytics
-        .clone()
-        .watch_events(grpc(&rid, state.clients.deadlines().analytics, request))
-        .await
-        .map_err(|s| ApiError::from_status("analytics", &s))?
-        .into_inner();
+    let upstream = state.analytics.watch_events(request).await?;
     Ok(sse(&state.cfg.streams, upstream, slot, sse_event))
 }
 

@@ -11,7 +11,10 @@ pub mod queue;
 use axum::Router;
 use axum::routing::{get, post};
 
+use axum::middleware::from_fn_with_state;
+
 use crate::authn::authenticate;
+use crate::quota::meter;
 use crate::state::AppState;
 
 /// Business routes; every one needs a principal and is metered.
@@ -26,5 +29,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/analytics/summary", get(analytics::summary))
         .route("/v1/analytics/live", get(live::live))
         .route("/v1/dashboard", get(dashboard::dashboard))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        // Metering needs the principal, so it runs after authentication (the outer layer).
+        .route_layer(from_fn_with_state(state.meter.clone(), meter))
+        .route_layer(from_fn_with_state(state.authn.clone(), authenticate))
 }

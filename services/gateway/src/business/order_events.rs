@@ -13,8 +13,6 @@ use serde::Serialize;
 
 use super::live::{last_event_id, sse};
 use crate::authn::Principal;
-use crate::clients::grpc;
-use crate::context::RequestId;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -46,7 +44,6 @@ fn sse_event(event: pb::OrderEvent) -> Event {
         (status = 503, description = "the gateway holds the most streams it allows, or the orders service is out")))]
 pub async fn order_events(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -55,13 +52,6 @@ pub async fn order_events(
     let slot = state.streams.acquire(&principal.user_id).await?;
     let request = pb::WatchOrderRequest { owner_id: principal.user_id, id, after_id };
     // The deadline covers the call until its headers: the stream itself runs until someone ends it.
-    let upstream = state
-        .clients
-        .orders
-        .clone()
-        .watch_order(grpc(&rid, state.clients.deadlines().orders, request))
-        .await
-        .map_err(|s| ApiError::from_status("orders", &s))?
-        .into_inner();
+    let upstream = state.orders.watch_order(request).await?;
     Ok(sse(&state.cfg.streams, upstream, slot, sse_event))
 }

@@ -15,9 +15,9 @@ use mesh_proto::orders as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::queue::{self, QueueError};
+use super::queue::{self, QueueError, QueuedLine};
 use crate::authn::Principal;
-use crate::clients::grpc;
+use crate::clients::CallError;
 use crate::context::RequestId;
 use crate::error::ApiError;
 use crate::fallback::{self, Fallback, is_outage};
@@ -108,6 +108,12 @@ impl CreateOrderBody {
         let lines = self.items.iter().map(|item| (item.article_id.as_str(), item.quantity));
         mesh_core::contracts::check_order_lines("items", lines).map_err(ApiError::bad_request)
     }
+
+    /// The lines as the order queue keeps them.
+    pub fn lines(&self) -> Vec<QueuedLine> {
+        let line = |l: &OrderLine| QueuedLine { article_id: l.article_id.clone(), quantity: l.quantity };
+        self.items.iter().map(line).collect()
+    }
 }
 
 /// The `Idempotency-Key` header: required, the orders service's rule
@@ -139,7 +145,8 @@ pub async fn create_order(
     let key = idempotency_key(&headers)?;
     body.validate()?;
     let owner = principal.user_id;
-    let fingerprint = queue::fingerprint(&body.items);
+    let lines = body.lines();
+    let fingerprint = queue::fingerprint(&lines);
     // A key queued earlier keeps the id its client was given.
     let bound = queue::bound_order_id(&state.store, &owner, &key, &fingerprint).await;
     let request = pb::CreateOrderRequest {
@@ -156,33 +163,19 @@ pub async fn create_order(
             .collect(),
         order_id: bound.clone().unwrap_or_default(),
     };
-    let result = state
-        .clients
-        .orders
-        .clone()
-        .create_order(grpc(&rid, state.clients.deadlines().orders, request))
-        .await;
-    match result {
+    match state.orders.create_order(request).await {
         Ok(order) => {
-            let order = order.into_inner();
             if bound.as_deref() != Some(order.id.as_str()) {
                 queue::bind_created(&state.store, &owner, &key, &fingerprint, &order.id).await;
             }
             let id = order.id.clone();
             Ok(with_location(StatusCode::CREATED, &id, Json(Order::from(order))))
         }
-        Err(status) if is_outage(&status) => {
+        Err(CallError { status, .. }) if is_outage(&status) => {
             let (code, message) = (status.code(), status.message());
             tracing::warn!(?code, status = %message, "orders unavailable; queueing the order");
-            match queue::enqueue(
-                &state.store,
-                &state.cfg.order_queue,
-                rid.as_str(),
-                &owner,
-                &key,
-                &body.items,
-            )
-            .await
+            match queue::enqueue(&state.store, &state.cfg.order_queue, rid.as_str(), &owner, &key, &lines)
+                .await
             {
                 Ok(queued) => {
                     let accepted = Accepted { id: queued.order.id, status: queued.order.status };
@@ -200,7 +193,7 @@ pub async fn create_order(
                 }
             }
         }
-        Err(status) => Err(ApiError::from_status("orders", &status)),
+        Err(failure) => Err(failure.into()),
     }
 }
 
@@ -218,7 +211,6 @@ fn with_location(status: StatusCode, id: &str, body: impl IntoResponse) -> Respo
         (status = 503, description = "orders is down and this page was never read")))]
 pub async fn list_orders(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     ValidQuery(page): ValidQuery<PageParams>,
 ) -> Result<Response, ApiError> {
@@ -228,11 +220,8 @@ pub async fn list_orders(
     let snapshot =
         format!("orders/list:{}:{}", principal.user_id, fallback::digest(&format!("{limit}:{cursor}")));
     let request = pb::ListOrdersRequest { owner_id: principal.user_id, limit, cursor };
-    let result =
-        state.clients.orders.clone().list_orders(grpc(&rid, state.clients.deadlines().orders, request)).await;
-    match result {
+    match state.orders.list_orders(request).await {
         Ok(listed) => {
-            let listed = listed.into_inner();
             let page = OrderPage {
                 orders: listed.orders.into_iter().map(Order::from).collect(),
                 next_cursor: next_cursor(listed.next_cursor),
@@ -240,9 +229,8 @@ pub async fn list_orders(
             };
             Ok(fallback::live(&state.lkg, &snapshot, &page).await)
         }
-        Err(status) => {
-            match fallback::after_failure(&state.lkg, &snapshot, Fallback::Degraded, "orders", &status).await
-            {
+        Err(CallError { service, status }) => {
+            match fallback::after_failure(&state.lkg, &snapshot, Fallback::Degraded, service, &status).await {
                 // An outage with nothing remembered: 503 (with Retry-After), a timeout too.
                 Err(_) if is_outage(&status) => {
                     Err(ApiError::unavailable("the orders service is unavailable, try again shortly"))
@@ -260,17 +248,14 @@ pub async fn list_orders(
         (status = 404, description = "no such order of yours")))]
 pub async fn get_order(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let owner = principal.user_id;
     let request = pb::GetOrderRequest { owner_id: owner.clone(), id: id.clone() };
-    let result =
-        state.clients.orders.clone().get_order(grpc(&rid, state.clients.deadlines().orders, request)).await;
-    match result {
-        Ok(order) => Ok(Json(Order::from(order.into_inner())).into_response()),
-        Err(status) if status.code() == tonic::Code::NotFound || is_outage(&status) => {
+    match state.orders.get_order(request).await {
+        Ok(order) => Ok(Json(Order::from(order)).into_response()),
+        Err(failure) if failure.status.code() == tonic::Code::NotFound || is_outage(&failure.status) => {
             // Not (yet) known to the orders service, or it is down: a queued order of this owner.
             match queue::queued(&state.store, &owner, &id).await {
                 Some(queued) => {
@@ -278,10 +263,10 @@ pub async fn get_order(
                     fallback::mark(response.headers_mut(), Fallback::Queued, None);
                     Ok(response)
                 }
-                None => Err(ApiError::from_status("orders", &status)),
+                None => Err(failure.into()),
             }
         }
-        Err(status) => Err(ApiError::from_status("orders", &status)),
+        Err(failure) => Err(failure.into()),
     }
 }
 

@@ -33,8 +33,6 @@ use mesh_core::store::{LogBounds, Store, StoreError, StoreResult};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::orders::OrderLine;
-
 /// The stream the orders service drains (under the store's key prefix, shared with it).
 pub const STREAM: &str = "orders:queue";
 const FIELD_ORDER: &str = "order";
@@ -149,7 +147,7 @@ fn record_key(owner: &str, id: &str) -> String {
 
 /// SHA-256 (hex) over the items sorted by article, one `<article_id> <quantity>\n` each: the
 /// order items are listed in does not change what is ordered.
-pub fn fingerprint(items: &[OrderLine]) -> String {
+pub fn fingerprint(items: &[QueuedLine]) -> String {
     let mut lines: Vec<(&str, u32)> = items.iter().map(|l| (l.article_id.as_str(), l.quantity)).collect();
     lines.sort_unstable();
     let mut hasher = Sha256::new();
@@ -201,7 +199,7 @@ pub async fn enqueue(
     request_id: &str,
     owner: &str,
     key: &str,
-    items: &[OrderLine],
+    items: &[QueuedLine],
 ) -> Result<Queued, QueueError> {
     let once = enqueue_once(store, limits, request_id, owner, key, items);
     match tokio::time::timeout(ENQUEUE_TIMEOUT, once).await {
@@ -216,7 +214,7 @@ async fn enqueue_once(
     request_id: &str,
     owner: &str,
     key: &str,
-    items: &[OrderLine],
+    items: &[QueuedLine],
 ) -> Result<Queued, QueueError> {
     let binding = bind(store, owner, key, fingerprint(items)).await?;
     let record_key = record_key(owner, &binding.order_id);
@@ -225,8 +223,7 @@ async fn enqueue_once(
     }
     // A replay of a queued order is answered above whatever the backlog; only new ones are refused.
     check_backlog(store, limits).await?;
-    let lines: Vec<QueuedLine> =
-        items.iter().map(|l| QueuedLine { article_id: l.article_id.clone(), quantity: l.quantity }).collect();
+    let lines = items.to_vec();
     let entry = Entry { owner_id: owner, idempotency_key: key, order_id: &binding.order_id, items: &lines };
     let entry = serde_json::to_string(&entry).map_err(|e| QueueError::Unavailable(e.to_string()))?;
     // Before the entry: a consumer's "created" or "rejected" must come after it in the order's log.
@@ -311,8 +308,8 @@ async fn bind(store: &Store, owner: &str, key: &str, fingerprint: String) -> Res
 mod tests {
     use super::*;
 
-    fn line(article_id: &str, quantity: u32) -> OrderLine {
-        OrderLine { article_id: article_id.into(), quantity }
+    fn line(article_id: &str, quantity: u32) -> QueuedLine {
+        QueuedLine { article_id: article_id.into(), quantity }
     }
 
     #[test]

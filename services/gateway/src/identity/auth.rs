@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::authn::Principal;
-use crate::clients::grpc;
 use crate::context::RequestId;
 use crate::error::ApiError;
 use crate::identity::throttle::{ClientAddr, Throttle};
@@ -102,34 +101,25 @@ pub struct ApiKeyPage {
         (status = 429, description = "too many registrations from this address")))]
 pub async fn register(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     ClientAddr(client): ClientAddr,
     ValidJson(body): ValidJson<RegisterBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     Throttle::of(&state).register(client).await?;
-    let deadlines = state.clients.deadlines();
     let request = pb::RegisterRequest {
         email: body.email.clone(),
         password: body.password,
         display_name: body.display_name.clone(),
     };
-    let registered = state
-        .clients
-        .auth
-        .clone()
-        .register(grpc(&rid, deadlines.auth, request))
-        .await
-        .map_err(|s| ApiError::from_status("auth", &s))?
-        .into_inner();
+    let registered = state.auth.register(request).await?;
     let profile = CreateProfileRequest {
         user_id: registered.user_id.clone(),
         email: body.email.trim().to_lowercase(),
         display_name: body.display_name,
     };
     // The account exists now; a missing profile is recreated on the first `GET /v1/users/me`.
-    if let Err(status) = state.clients.user.clone().create_profile(grpc(&rid, deadlines.user, profile)).await
-    {
-        tracing::warn!(code = ?status.code(), user_id = %registered.user_id, "profile not created at registration");
+    if let Err(failure) = state.users.create_profile(profile).await {
+        let code = failure.status.code();
+        tracing::warn!(?code, user_id = %registered.user_id, "profile not created at registration");
     }
     Ok((StatusCode::CREATED, Json(Registered { user_id: registered.user_id })))
 }
@@ -139,22 +129,20 @@ pub async fn register(
         (status = 429, description = "too many failed logins for this account or address")))]
 pub async fn login(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     ClientAddr(client): ClientAddr,
     ValidJson(body): ValidJson<LoginBody>,
 ) -> Result<Json<TokenPair>, ApiError> {
     let attempt = Throttle::of(&state).begin_login(&body.email, client).await?;
     let request = pb::LoginRequest { email: body.email, password: body.password };
-    let answer = state.clients.auth.clone().login(grpc(&rid, state.clients.deadlines().auth, request)).await;
+    let answer = state.auth.login(request).await;
     // Only a verdict on the password moves the counts; the answer waits for them, so the next
     // guess already meets the lock this one earned.
     match &answer {
         Ok(_) => attempt.succeeded().await,
-        Err(status) if status.code() == tonic::Code::Unauthenticated => attempt.failed().await,
+        Err(failure) if failure.status.code() == tonic::Code::Unauthenticated => attempt.failed().await,
         Err(_) => attempt.void().await,
     }
-    let pair = answer.map_err(|s| ApiError::from_status("auth", &s))?;
-    Ok(Json(pair.into_inner().into()))
+    Ok(Json(answer?.into()))
 }
 
 /// Refuses an API key where only a person's session may act: a leaked key must not be able to
@@ -172,38 +160,24 @@ fn session_required(principal: &Principal, action: &str) -> Result<(), ApiError>
     responses((status = 200, body = TokenPair), (status = 401, description = "unknown, reused or revoked refresh token")))]
 pub async fn refresh(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     ValidJson(body): ValidJson<RefreshBody>,
 ) -> Result<Json<TokenPair>, ApiError> {
     let request = pb::RefreshRequest { refresh_token: body.refresh_token };
-    let pair = state
-        .clients
-        .auth
-        .clone()
-        .refresh(grpc(&rid, state.clients.deadlines().auth, request))
-        .await
-        .map_err(|s| ApiError::from_status("auth", &s))?;
-    Ok(Json(pair.into_inner().into()))
+    let pair = state.auth.refresh(request).await?;
+    Ok(Json(pair.into()))
 }
 
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth",
     responses((status = 204, description = "session revoked"), (status = 400, description = "not a session token")))]
 pub async fn logout(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
 ) -> Result<StatusCode, ApiError> {
     let session_id = principal
         .session_id
         .ok_or_else(|| ApiError::bad_request("logout needs a session's access token, not an API key"))?;
     let request = pb::LogoutRequest { user_id: principal.user_id, session_id };
-    state
-        .clients
-        .auth
-        .clone()
-        .logout(grpc(&rid, state.clients.deadlines().auth, request))
-        .await
-        .map_err(|s| ApiError::from_status("auth", &s))?;
+    state.auth.logout(request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -211,20 +185,12 @@ pub async fn logout(
     responses((status = 201, body = CreatedApiKey), (status = 403, description = "called with an API key, not a session token")))]
 pub async fn create_api_key(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     ValidJson(body): ValidJson<CreateApiKeyBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     session_required(&principal, "create")?;
     let request = pb::CreateApiKeyRequest { user_id: principal.user_id, name: body.name };
-    let created = state
-        .clients
-        .auth
-        .clone()
-        .create_api_key(grpc(&rid, state.clients.deadlines().auth, request))
-        .await
-        .map_err(|s| ApiError::from_status("auth", &s))?
-        .into_inner();
+    let created = state.auth.create_api_key(request).await?;
     let body = CreatedApiKey {
         id: created.id,
         key: created.key,
@@ -238,7 +204,6 @@ pub async fn create_api_key(
     responses((status = 200, body = ApiKeyPage)))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     ValidQuery(page): ValidQuery<PageParams>,
 ) -> Result<Json<ApiKeyPage>, ApiError> {
@@ -247,14 +212,7 @@ pub async fn list_api_keys(
         limit: page.limit.unwrap_or(0),
         cursor: page.cursor.unwrap_or_default(),
     };
-    let listed = state
-        .clients
-        .auth
-        .clone()
-        .list_api_keys(grpc(&rid, state.clients.deadlines().auth, request))
-        .await
-        .map_err(|s| ApiError::from_status("auth", &s))?
-        .into_inner();
+    let listed = state.auth.list_api_keys(request).await?;
     let keys = listed
         .keys
         .into_iter()
@@ -269,20 +227,13 @@ pub async fn list_api_keys(
         (status = 404, description = "no such key of yours")))]
 pub async fn delete_api_key(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     session_required(&principal, "delete")?;
     let request = pb::DeleteApiKeyRequest { user_id: principal.user_id, id: id.clone() };
-    state
-        .clients
-        .auth
-        .clone()
-        .delete_api_key(grpc(&rid, state.clients.deadlines().auth, request))
-        .await
-        .map_err(|s| ApiError::from_status("auth", &s))?;
-    state.api_keys.invalidate(&id).await;
+    state.auth.delete_api_key(request).await?;
+    state.authn.api_keys.invalidate(&id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -292,10 +243,10 @@ pub async fn jwks(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let document = state.jwks.document(&rid).await?;
+    let document = state.authn.jwks.document(&rid).await?;
     let mut response =
         ([(axum::http::header::CACHE_CONTROL, "public, max-age=300")], Json(document)).into_response();
-    if let Some(age) = state.jwks.snapshot_age() {
+    if let Some(age) = state.authn.jwks.snapshot_age() {
         crate::fallback::mark(response.headers_mut(), crate::fallback::Fallback::Cache, Some(age));
     }
     Ok(response)

@@ -8,10 +8,13 @@ pub mod users;
 use axum::Router;
 use axum::routing::{delete, get, post};
 
+use axum::middleware::from_fn_with_state;
+
 use crate::authn::authenticate;
+use crate::quota::meter;
 use crate::state::AppState;
 
-/// Identity routes; the authenticated ones pass through [`authenticate`].
+/// Identity routes; the authenticated ones pass through [`authenticate`], then [`meter`].
 pub fn routes(state: &AppState) -> Router<AppState> {
     let public = Router::new()
         .route("/v1/auth/register", post(auth::register))
@@ -24,6 +27,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/auth/api-keys/{id}", delete(auth::delete_api_key))
         .route("/v1/users/me", get(users::get_me).patch(users::update_me))
         .route("/v1/quota", get(quota::get_quota))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
+        // Metering needs the principal, so it runs after authentication (the outer layer).
+        .route_layer(from_fn_with_state(state.meter.clone(), meter))
+        .route_layer(from_fn_with_state(state.authn.clone(), authenticate));
     public.merge(authenticated)
 }

@@ -12,8 +12,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::authn::Principal;
-use crate::clients::grpc;
-use crate::context::RequestId;
 use crate::error::ApiError;
 use crate::fallback::{self, Fallback, is_outage};
 use crate::quota::{KnownQuota, known_key};
@@ -40,20 +38,20 @@ impl From<KnownQuota> for Quota {
         (status = 503, description = "the quota service is out and no status of yours is remembered")))]
 pub async fn get_quota(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Response, ApiError> {
     let key = known_key(&principal.user_id);
     let request = GetQuotaRequest { principal: principal.user_id };
-    match state.clients.quota.clone().get_quota(grpc(&rid, state.clients.deadlines().quota, request)).await {
+    match state.quota.get_quota(request).await {
         Ok(status) => {
-            let known = KnownQuota::from(status.into_inner());
+            let known = KnownQuota::from(status);
             state.lkg.remember(&key, &known).await;
             Ok(Json(Quota::from(known)).into_response())
         }
         Err(failure) => {
-            let error = ApiError::from_status("quota", &failure);
-            if !is_outage(&failure) {
+            let outage = is_outage(&failure.status);
+            let error = ApiError::from(failure);
+            if !outage {
                 return Err(error);
             }
             let upstream = error.status;

@@ -12,8 +12,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::authn::Principal;
-use crate::clients::grpc;
-use crate::context::RequestId;
 use crate::error::ApiError;
 use crate::fallback::{self, Fallback};
 use crate::json::ValidJson;
@@ -60,39 +58,31 @@ pub struct UpdateProfileBody {
         (status = 503, description = "the user service is out and no profile of yours is remembered")))]
 pub async fn get_me(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Response, ApiError> {
-    let deadline = state.clients.deadlines().user;
-    let mut user = state.clients.user.clone();
     let key = snapshot_key(&principal.user_id);
     let request = pb::GetProfileRequest { user_id: principal.user_id.clone() };
-    let failure = match user.get_profile(grpc(&rid, deadline, request)).await {
-        Ok(profile) => {
-            return Ok(fallback::live(&state.lkg, &key, &Profile::from(profile.into_inner())).await);
-        }
+    let failure = match state.users.get_profile(request).await {
+        Ok(profile) => return Ok(fallback::live(&state.lkg, &key, &Profile::from(profile)).await),
         // Registration creates the profile; if that call failed, create it now from the token.
-        Err(status) if status.code() == tonic::Code::NotFound => {
+        Err(failure) if failure.status.code() == tonic::Code::NotFound => {
             let display_name = principal.email.split('@').next().unwrap_or("user").chars().take(64).collect();
             let request =
                 pb::CreateProfileRequest { user_id: principal.user_id, email: principal.email, display_name };
-            match user.create_profile(grpc(&rid, deadline, request)).await {
-                Ok(profile) => {
-                    return Ok(fallback::live(&state.lkg, &key, &Profile::from(profile.into_inner())).await);
-                }
-                Err(status) => status,
+            match state.users.create_profile(request).await {
+                Ok(profile) => return Ok(fallback::live(&state.lkg, &key, &Profile::from(profile)).await),
+                Err(failure) => failure,
             }
         }
-        Err(status) => status,
+        Err(failure) => failure,
     };
-    fallback::after_failure(&state.lkg, &key, Fallback::Cache, "user", &failure).await
+    fallback::after_failure(&state.lkg, &key, Fallback::Cache, failure.service, &failure.status).await
 }
 
 #[utoipa::path(patch, path = "/v1/users/me", tag = "users", request_body = UpdateProfileBody,
     responses((status = 200, body = Profile), (status = 400, description = "invalid field")))]
 pub async fn update_me(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
     ValidJson(body): ValidJson<UpdateProfileBody>,
 ) -> Result<Json<Profile>, ApiError> {
@@ -102,14 +92,7 @@ pub async fn update_me(
         display_name: body.display_name,
         bio: body.bio,
     };
-    let profile = state
-        .clients
-        .user
-        .clone()
-        .update_profile(grpc(&rid, state.clients.deadlines().user, request))
-        .await
-        .map_err(|s| ApiError::from_status("user", &s))?;
-    let profile = Profile::from(profile.into_inner());
+    let profile = Profile::from(state.users.update_profile(request).await?);
     // So an outage right after an update does not answer the profile as it was before it.
     state.lkg.remember(&key, &profile).await;
     Ok(Json(profile))
