@@ -245,7 +245,7 @@ pub struct Config {
     /// that is not trusted. It keys the rate limit and the logs, and is the `X-Forwarded-For`
     /// sent on. Default: none (the TCP peer is the client).
     pub trusted_proxies: TrustedProxies,
-    /// Ordered; the first match wins. Default: the API of ARCHITECTURE §3.
+    /// Ordered; the first match wins. Default: the API of docs/ARCHITECTURE.md §3.
     pub rules: Vec<Rule>,
     /// Default: `identity` at 127.0.0.1:8081, `business` at 127.0.0.1:8082.
     pub pools: BTreeMap<String, Pool>,

@@ -1,4 +1,4 @@
-//! Revocation reaches every gateway within a second (ARCHITECTURE §8): after a logout, a
+//! Revocation reaches every gateway within a second (docs/ARCHITECTURE.md §8): after a logout, a
 //! refresh-token reuse or an API key deletion, the credential is refused on both identity and
 //! both business gateways, addressed directly and through the router.
 //!

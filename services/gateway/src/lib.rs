@@ -1,7 +1,7 @@
 //! The two HTTP gateways of the mesh: identity and business.
 //!
 //! One library, two binaries. The domains differ in their routes and their fallback policy
-//! (ARCHITECTURE §5); authentication, metering, edge protection, errors and gRPC clients are
+//! (docs/ARCHITECTURE.md §5); authentication, metering, edge protection, errors and gRPC clients are
 //! shared.
 //!
 //! # Layout

@@ -1,4 +1,4 @@
-//! `/v1/orders`, and what it answers while the orders service is down (ARCHITECTURE §5):
+//! `/v1/orders`, and what it answers while the orders service is down (docs/ARCHITECTURE.md §5):
 //! - `POST`: with a valid Idempotency-Key and a valid body, the order is queued durably and
 //!   answered `202 {id, status: "queued"}` ([`super::queue`]); a body that could never become an
 //!   order is refused first, here, with the rules the orders service applies, because a queued

@@ -1,5 +1,5 @@
 //! The approximate limit a gateway keeps per principal while the quota service cannot answer
-//! (ARCHITECTURE §5).
+//! (docs/ARCHITECTURE.md §5).
 //!
 //! While the service answers, each of its answers is [`observe`](LocalQuota::observe)d, so the
 //! local count takes over where the service left off: same plan, limit, window and count. A
