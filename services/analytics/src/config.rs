@@ -22,16 +22,10 @@ mod tests {
 
     use super::*;
 
-    /// The shared keys and their environment overrides are tested once, with the macro.
-    #[test]
-    fn defaults_are_the_documented_ports() {
-        let cfg: Config = Sources::default().load().unwrap();
-        assert_eq!((cfg.listen.port(), cfg.admin_listen.port()), (50056, 9056));
-    }
-
     #[test]
     fn stored_bounds_have_their_documented_defaults_and_are_tunable() {
         let cfg: Config = Sources::default().load().unwrap();
+        assert_eq!((cfg.listen.port(), cfg.admin_listen.port()), (50056, 9056));
         assert_eq!(cfg.max_properties_bytes, 4096);
         let bounds = cfg.live.bounds();
         assert_eq!((bounds.max_len, bounds.max_bytes), (1000, 256 * 1024));
