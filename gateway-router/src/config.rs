@@ -377,5 +377,6 @@ impl Listens for Config {
     }
 }
 
+
 /// Keys whose environment value is a comma-separated list.
 pub const LIST_KEYS: &[&str] = &["pools.identity.instances", "pools.business.instances", "trusted_proxies"];

@@ -90,10 +90,12 @@ pub async fn serve_with_admin(
         ));
         pools.insert(name.clone(), pool);
     }
+    // Connects on first use: the router starts, and serves, while Redis is down.
     let store = match &cfg.store.redis_url {
         Some(url) if !url.is_empty() => Some(Store::connect(&cfg.store).await?),
         _ => None,
     };
+    let store_for_readiness = store.clone();
     let state = Arc::new(RouterState {
         cfg: cfg.clone(),
         pools,
@@ -116,6 +118,9 @@ pub async fn serve_with_admin(
         }
     });
     let readiness = Readiness::new(drain.clone());
+    if let Some(store) = &store_for_readiness {
+        readiness.watch_store(store.clone());
+    }
     if let Some(admin) = admin {
         tracing::info!(admin = %admin.local_addr()?, "router admin serving");
         tokio::spawn(server::run_admin(admin, state.clone(), readiness.clone(), drain.clone()));

@@ -2,31 +2,35 @@
 //!
 //! Locally a token bucket per client address (governor's keyed GCRA limiter). With a Redis
 //! store configured, replicas share the count instead: a fixed one-second window per address
-//! in Redis, which is coarser but agrees across replicas. A Redis error lets the request
-//! through (the limit fails open) rather than turning a cache outage into an API outage.
+//! in Redis, which is coarser but agrees across replicas. The shared count goes through the
+//! store tier that fails open ([`FailOpen`]): a Redis error or a slow answer lets the request
+//! through, and the tier then rests, so an outage costs one short timeout per second on the hot
+//! path rather than one per request, and never turns a cache outage into an API outage.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use mesh_core::store::{Bounded, Store};
+use mesh_core::store::{Bounded, FailOpen, Store};
 
 use crate::config::ClientLimits;
 
 pub enum Limiter {
     Off,
     Local(DefaultKeyedRateLimiter<IpAddr>),
-    Shared { store: Store, per_second: u32 },
+    Shared { tier: FailOpen, per_second: u32 },
 }
 
 impl Limiter {
     pub fn new(limits: &ClientLimits, store: Option<Store>) -> Self {
         let Some(rate) = NonZeroU32::new(limits.per_client_rps) else { return Self::Off };
         match store {
-            Some(store) => {
-                Self::Shared { store, per_second: limits.per_client_rps + limits.per_client_burst }
-            }
+            Some(store) => Self::Shared {
+                // On the hot path of every request: a short bound.
+                tier: store.fail_open("rate-limit").with_timeout(Duration::from_millis(100)),
+                per_second: limits.per_client_rps + limits.per_client_burst,
+            },
             None => {
                 let burst =
                     NonZeroU32::new(limits.per_client_burst.max(limits.per_client_rps)).unwrap_or(rate);
@@ -40,20 +44,18 @@ impl Limiter {
         match self {
             Self::Off => true,
             Self::Local(limiter) => limiter.check_key(&client).is_ok(),
-            Self::Shared { store, per_second } => {
+            Self::Shared { tier, per_second } => {
                 let window = mesh_core::ids::unix_now();
                 let key = format!("router:rate:{client}:{window}");
-                match store
-                    .add_bounded(&key, 1, 0, i64::from(*per_second), Some(Duration::from_secs(2)))
-                    .await
-                {
-                    Ok(Bounded::Applied(_)) => true,
-                    Ok(Bounded::Refused(_)) => false,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "rate limit store unavailable; letting the request through");
-                        true
-                    }
-                }
+                let counted = tier.store().add_bounded(
+                    &key,
+                    1,
+                    0,
+                    i64::from(*per_second),
+                    Some(Duration::from_secs(2)),
+                );
+                // No answer from the store: let the request through (fail open).
+                !matches!(tier.run("count", counted).await, Some(Bounded::Refused(_)))
             }
         }
     }

@@ -242,6 +242,10 @@ impl Listens for Config {
     fn admin_listen(&self) -> SocketAddr {
         self.admin_listen
     }
+
+    fn store(&self) -> Option<&StoreConfig> {
+        Some(&self.store)
+    }
 }
 
 /// The business gateway binary's config: the same fields with business defaults.
@@ -262,6 +266,10 @@ impl Listens for BusinessConfig {
 
     fn admin_listen(&self) -> SocketAddr {
         self.0.admin_listen
+    }
+
+    fn store(&self) -> Option<&StoreConfig> {
+        Some(&self.0.store)
     }
 }
 

@@ -24,7 +24,7 @@
 
 mod lkg;
 
-pub use lkg::{BACKOFF, DEFAULT_TIMEOUT, LastKnownGood, Snapshot};
+pub use lkg::{DEFAULT_TIMEOUT, LastKnownGood, Snapshot};
 
 use std::future::Future;
 use std::time::Duration;

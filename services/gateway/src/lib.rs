@@ -158,6 +158,8 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> an
     });
     state.authn.jwks.clone().spawn_refresher(jwks_refresh, drain.signaled());
     let readiness = Readiness::new(drain.clone());
+    // The store is watched, not required: the gateway serves while Redis is down.
+    readiness.watch_store(state.store.clone());
     readiness.set_started();
     tracing::info!(addr = %bound, domain = state.cfg.domain.as_str(), %instance, "gateway serving");
     let app = app(state, &instance, readiness);

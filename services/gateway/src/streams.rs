@@ -159,17 +159,16 @@ impl StreamSlots {
         let id = mesh_core::ids::new_id();
         for n in 0..self.per_principal {
             let key = format!("streams:{principal}:{n}");
-            match self.store.set_nx(&key, &id, Some(self.lease_ttl)).await {
-                Ok(true) => {
+            let tier = self.store.fail_open("stream-leases");
+            match tier.run("lease", self.store.set_nx(&key, &id, Some(self.lease_ttl))).await {
+                Some(true) => {
                     let renew =
                         tokio::spawn(renew(self.store.clone(), key.clone(), id.clone(), self.lease_ttl));
                     return Ok(Some(Lease { store: self.store.clone(), key, id, renew }));
                 }
-                Ok(false) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "stream leases unavailable; counting this gateway's streams only");
-                    return Ok(None);
-                }
+                Some(false) => continue,
+                // The store cannot say: count this gateway's streams only (fail open).
+                None => return Ok(None),
             }
         }
         Err(self.too_many())

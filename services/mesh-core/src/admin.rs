@@ -2,11 +2,14 @@
 //!
 //! - `GET /healthz`: 200 while the process runs (liveness).
 //! - `GET /readyz`: 200 once started and until draining begins, else 503 (readiness: balancers
-//!   stop sending before the process stops accepting).
+//!   stop sending before the process stops accepting). With a store watched, the body also says
+//!   whether the store answers: a component serves while Redis is down (the store tier fails
+//!   open), so that is a detail of readiness, not a condition of it.
 //! - `GET /metrics`: Prometheus text format.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -22,11 +25,17 @@ use crate::shutdown::Drain;
 pub struct Readiness {
     started: Arc<AtomicBool>,
     drain: Drain,
+    store: Arc<OnceLock<crate::store::Store>>,
 }
 
 impl Readiness {
     pub fn new(drain: Drain) -> Self {
-        Self { started: Arc::default(), drain }
+        Self { started: Arc::default(), drain, store: Arc::default() }
+    }
+
+    /// Reports `store`'s state in the readiness detail.
+    pub fn watch_store(&self, store: crate::store::Store) {
+        let _ = self.store.set(store);
     }
 
     /// Call once the main listener serves.
@@ -49,11 +58,18 @@ pub fn router(readiness: Readiness) -> Router {
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
-    if readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
+    let (status, mut body) = if readiness.is_ready() {
+        (StatusCode::OK, String::from("ready\n"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, String::from("not ready\n"))
+    };
+    if let Some(store) = readiness.store.get() {
+        match store.health(Duration::from_millis(200)).await {
+            Ok(backend) => body.push_str(&format!("store: {backend} ok\n")),
+            Err(e) => body.push_str(&format!("store: unreachable ({e}); failing open\n")),
+        }
     }
+    (status, body)
 }
 
 async fn metrics() -> impl IntoResponse {

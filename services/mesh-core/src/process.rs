@@ -22,6 +22,10 @@ pub trait Listens {
     fn listen(&self) -> SocketAddr;
     /// `/healthz`, `/readyz`, `/metrics`.
     fn admin_listen(&self) -> SocketAddr;
+    /// The component's store, whose state `/readyz` reports (a detail, not a condition).
+    fn store(&self) -> Option<&crate::store::StoreConfig> {
+        None
+    }
 }
 
 /// Runs one component as a process until SIGTERM/SIGINT, then drains it.
@@ -90,6 +94,11 @@ where
 
     let drain = Drain::new();
     let readiness = Readiness::new(drain.clone());
+    // A store of its own for the probe (it connects on first use, so this costs nothing while
+    // Redis is down): the admin listener says what the component's store is doing.
+    if let Some(store) = cfg.store() {
+        readiness.watch_store(crate::store::Store::connect(store).await?);
+    }
     let own_admin = if serve_admin {
         tokio::spawn(admin::serve(admin_listener, readiness.clone()));
         None

@@ -85,6 +85,10 @@ macro_rules! service_config {
             fn admin_listen(&self) -> ::std::net::SocketAddr {
                 self.admin_listen
             }
+
+            fn store(&self) -> ::std::option::Option<&$crate::store::StoreConfig> {
+                ::std::option::Option::Some(&self.store)
+            }
         }
     };
 }

@@ -427,14 +427,22 @@ async fn a_dead_redis_fails_calls_fast_as_unavailable_and_recovers_when_back() {
 }
 
 #[tokio::test]
-async fn connecting_to_nothing_is_a_clear_error() {
+async fn a_store_whose_redis_is_down_is_made_at_once_and_its_calls_fail_clearly() {
+    // The connection is made on first use, so a component starts while Redis is down; its calls
+    // fail, quickly, as Unavailable, and fail at once for a moment after a failed connect.
     let cfg = StoreConfig {
         redis_url: Some("redis://127.0.0.1:1".into()),
         connect_timeout: Duration::from_millis(200),
         ..StoreConfig::default()
     };
-    let err = Store::connect(&cfg).await.unwrap_err();
+    let store = Store::connect(&cfg).await.expect("no connection is made yet");
+    let err = store.get("k").await.unwrap_err();
     assert!(matches!(err, mesh_core::StoreError::Unavailable(_)), "{err:?}");
+    let started = std::time::Instant::now();
+    let again = store.get("k").await.unwrap_err();
+    assert!(again.to_string().contains("not connected"), "{again}");
+    assert!(started.elapsed() < Duration::from_millis(100), "fails at once right after a failed connect");
+    assert!(Store::connect(&StoreConfig { redis_url: Some("not a url".into()), ..cfg }).await.is_err());
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_core::ids;
-use mesh_core::store::{LogBounds, Store, StoreError, StoreResult};
+use mesh_core::store::{LogBounds, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -157,31 +157,23 @@ pub fn fingerprint(items: &[QueuedLine]) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// A store call that may fail without failing the request: `None` on error or timeout.
-async fn lenient<T>(what: &'static str, call: impl Future<Output = StoreResult<T>>) -> Option<T> {
-    match tokio::time::timeout(LOOKUP_TIMEOUT, call).await {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(e)) => {
-            tracing::debug!(what, error = %e, "order queue store call failed; going on without it");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(what, "order queue store call timed out; going on without it");
-            None
-        }
-    }
+/// Lookups that may fail without failing the request go through the store tier that fails
+/// open (timeout, miss, rest); the queue's writes do not: losing them must refuse (503).
+fn lookups(store: &Store) -> mesh_core::store::FailOpen {
+    store.fail_open("order-queue-lookups").with_timeout(LOOKUP_TIMEOUT)
 }
 
 /// The order id to send with a live create: the key's binding if it is to these items.
 pub async fn bound_order_id(store: &Store, owner: &str, key: &str, fingerprint: &str) -> Option<String> {
-    let binding = lenient("binding", store.get_json::<KeyBinding>(&binding_key(owner, key))).await??;
+    let binding =
+        lookups(store).run("binding", store.get_json::<KeyBinding>(&binding_key(owner, key))).await??;
     (binding.fingerprint == fingerprint).then_some(binding.order_id)
 }
 
 /// After a successful create: binds the key to the order it made (best effort).
 pub async fn bind_created(store: &Store, owner: &str, key: &str, fingerprint: &str, order_id: &str) {
     let binding = KeyBinding { order_id: order_id.to_owned(), fingerprint: fingerprint.to_owned() };
-    lenient("bind", store.set_json(&binding_key(owner, key), &binding, Some(RECORD_TTL))).await;
+    lookups(store).run("bind", store.set_json(&binding_key(owner, key), &binding, Some(RECORD_TTL))).await;
 }
 
 /// The queued order `id` of `owner`, if the gateway remembers one (best effort).
@@ -189,7 +181,7 @@ pub async fn queued(store: &Store, owner: &str, id: &str) -> Option<QueuedOrder>
     if !ids::is_id(id) {
         return None;
     }
-    lenient("record", store.get_json::<QueuedOrder>(&record_key(owner, id))).await?
+    lookups(store).run("record", store.get_json::<QueuedOrder>(&record_key(owner, id))).await?
 }
 
 /// Appends the order to the queue (once per key, within `limits`) and records it for `GET`.

@@ -19,6 +19,7 @@ use super::{Bounded, StoreResult};
 pub struct MemoryStore {
     prefix: Arc<str>,
     inner: Arc<Mutex<Maps>>,
+    rests: super::failopen::Rests,
 }
 
 #[derive(Debug, Default)]
@@ -100,18 +101,22 @@ static NAMED: std::sync::OnceLock<Mutex<HashMap<String, Arc<Mutex<Maps>>>>> = st
 impl MemoryStore {
     /// A private, empty store.
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.into(), inner: Arc::default() }
+        Self { prefix: prefix.into(), inner: Arc::default(), rests: Default::default() }
     }
 
     /// The process-wide store called `name`, created empty on first use.
     pub fn named(name: &str, prefix: &str) -> Self {
         let mut named = NAMED.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
         let inner = named.entry(name.to_owned()).or_default().clone();
-        Self { prefix: prefix.into(), inner }
+        Self { prefix: prefix.into(), inner, rests: Default::default() }
     }
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    pub(super) fn rests(&self) -> &super::failopen::Rests {
+        &self.rests
     }
 
     fn lock(&self) -> MutexGuard<'_, Maps> {

@@ -19,6 +19,7 @@
 //! nobody appends for a while, and read by anyone from any position, with no group; [`follow`]
 //! reads one from a position on as it grows.
 
+pub mod failopen;
 mod follow;
 mod memory;
 mod redis;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub use self::failopen::FailOpen;
 pub use self::follow::{FollowOptions, follow, is_entry_id};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
@@ -147,6 +149,30 @@ impl Store {
     /// Round trip to the backend; readiness probes use it.
     pub async fn ping(&self) -> StoreResult<()> {
         dispatch!(self, ping())
+    }
+
+    /// The fail-open view of this store for `tier` (a name in logs and metrics), with the
+    /// default timeout and rest; every view of one tier of one store shares its rest.
+    pub fn fail_open(&self, tier: &'static str) -> FailOpen {
+        FailOpen::new(self.clone(), tier)
+    }
+
+    fn rests(&self) -> &failopen::Rests {
+        match self {
+            Self::Memory(s) => s.rests(),
+            Self::Redis(s) => s.rests(),
+        }
+    }
+
+    /// What a readiness probe says of the store: `"memory"`, `"redis"` when it answers a PING
+    /// within `timeout`, else why not. Components start and serve while Redis is down (the
+    /// store tier fails open), so this is a detail of readiness, not a condition of it.
+    pub async fn health(&self, timeout: Duration) -> Result<&'static str, String> {
+        match tokio::time::timeout(timeout, self.ping()).await {
+            Ok(Ok(())) => Ok(self.backend()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
     }
 
     pub async fn get(&self, key: &str) -> StoreResult<Option<String>> {

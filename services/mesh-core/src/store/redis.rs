@@ -6,7 +6,8 @@
 
 mod stream;
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
@@ -49,7 +50,8 @@ const LUA_SAFE: i64 = 1 << 53;
 #[derive(Clone)]
 pub struct RedisStore {
     prefix: String,
-    conn: ConnectionManager,
+    link: Arc<Link>,
+    rests: super::failopen::Rests,
     add_bounded: Script,
     delete_if_eq: Script,
     renew_if_eq: Script,
@@ -70,9 +72,26 @@ fn millis(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
 }
 
+/// The connection to Redis, made on first use rather than at start: every component starts
+/// while Redis is down (the store tier fails open), and connects once it is back. Once made,
+/// redis' `ConnectionManager` reconnects by itself.
+struct Link {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    connect_timeout: Duration,
+    conn: tokio::sync::OnceCell<ConnectionManager>,
+    /// When the last attempt to connect failed: calls fail at once for a moment after, so an
+    /// outage costs one connect attempt per pause, not one per call.
+    failed_at: Mutex<Option<Instant>>,
+}
+
+/// How long calls fail at once after a failed connect.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+
 // === impl RedisStore ===
 
 impl RedisStore {
+    /// Checks the URL and prepares the connection; connects on the first call.
     pub async fn connect(url: &str, cfg: &StoreConfig) -> StoreResult<Self> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
@@ -80,10 +99,17 @@ impl RedisStore {
             .set_connection_timeout(Some(cfg.connect_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
+        let link = Arc::new(Link {
+            client,
+            config,
+            connect_timeout: cfg.connect_timeout,
+            conn: tokio::sync::OnceCell::new(),
+            failed_at: Mutex::new(None),
+        });
         Ok(Self {
             prefix: cfg.key_prefix.clone(),
-            conn,
+            link,
+            rests: Default::default(),
             add_bounded: Script::new(ADD_BOUNDED),
             delete_if_eq: Script::new(DELETE_IF_EQ),
             renew_if_eq: Script::new(RENEW_IF_EQ),
@@ -95,8 +121,42 @@ impl RedisStore {
         format!("{}{key}", self.prefix)
     }
 
+    pub(super) fn rests(&self) -> &super::failopen::Rests {
+        &self.rests
+    }
+
+    /// The connection, made now if it was not yet.
+    async fn conn(&self) -> StoreResult<ConnectionManager> {
+        let link = &self.link;
+        if let Some(conn) = link.conn.get() {
+            return Ok(conn.clone());
+        }
+        let paused = link
+            .failed_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < RECONNECT_PAUSE);
+        if paused {
+            return Err(StoreError::Unavailable("not connected to Redis yet".into()));
+        }
+        let connect = link
+            .conn
+            .get_or_try_init(|| ConnectionManager::new_with_config(link.client.clone(), link.config.clone()));
+        // The manager's own retries (2, each bounded by the connect timeout) plus their pauses.
+        let bound = link.connect_timeout * 3 + Duration::from_secs(1);
+        let result = match tokio::time::timeout(bound, connect).await {
+            Ok(Ok(conn)) => Ok(conn.clone()),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable(format!("connecting to Redis timed out after {bound:?}"))),
+        };
+        if result.is_err() {
+            *link.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+        result
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         cmd.query_async(&mut conn).await.map_err(unavailable)
     }
 
@@ -157,7 +217,7 @@ impl RedisStore {
     }
 
     pub(super) async fn delete_if_eq(&self, key: &str, expected: &str) -> StoreResult<bool> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let removed: i64 = self
             .delete_if_eq
             .key(self.key(key))
@@ -169,7 +229,7 @@ impl RedisStore {
     }
 
     pub(super) async fn renew_if_eq(&self, key: &str, expected: &str, ttl: Duration) -> StoreResult<bool> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let renewed: i64 = self
             .renew_if_eq
             .key(self.key(key))
@@ -189,7 +249,7 @@ impl RedisStore {
         max: i64,
         ttl: Option<Duration>,
     ) -> StoreResult<Bounded> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let (applied, value): (i64, i64) = self
             .add_bounded
             .key(self.key(key))
@@ -253,7 +313,7 @@ impl RedisStore {
         if let Some(ttl) = ttl {
             pipe.cmd("PEXPIRE").arg(&key).arg(millis(ttl)).ignore();
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let (value,): (i64,) = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(value)
     }
@@ -266,7 +326,7 @@ impl RedisStore {
         for key in keys {
             pipe.cmd("HGETALL").arg(self.key(key));
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         pipe.query_async(&mut conn).await.map_err(unavailable)
     }
 }

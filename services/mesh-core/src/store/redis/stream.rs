@@ -160,7 +160,7 @@ impl RedisStore {
     pub(in crate::store) async fn stream_create_group(&self, key: &str, group: &str) -> StoreResult<()> {
         let mut cmd = redis::cmd("XGROUP");
         cmd.arg("CREATE").arg(self.key(key)).arg(group).arg("0").arg("MKSTREAM");
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         match cmd.query_async::<Value>(&mut conn).await {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
@@ -246,7 +246,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.atomic().cmd("XACK").arg(&key).arg(group).arg(ids);
         pipe.cmd("XDEL").arg(&key).arg(ids).ignore();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let (acked,): (usize,) = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(acked)
     }
@@ -263,7 +263,7 @@ impl RedisStore {
         for (field, value) in fields {
             invocation.arg(*field).arg(*value);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         invocation.invoke_async(&mut conn).await.map_err(unavailable)
     }
 
