@@ -37,6 +37,21 @@ async fn a_login_flood_neither_grows_memory_nor_starves_other_users() {
             assert_eq!(send(probe.get(me(gw)).bearer_auth(&token)).await.status, 200, "warm-up");
         }
     }
+    // The same probe for a while before the flood: what the machine gives it without one (on a
+    // machine busy with other work every latency is longer, flood or not).
+    let baseline = {
+        let (done, me, token) = (Arc::new(AtomicBool::new(false)), me(1), token.clone());
+        let stop = done.clone();
+        let prober = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(probe_until(done, me, token))
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.store(true, Ordering::Relaxed);
+        let (mut latencies, failures) = prober.join().unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+        quantile(&mut latencies, 0.99)
+    };
     let rss_before = rss_kib(auth_pid);
     let gateway_pid = mesh.gateways[0].pid();
     let cpu_before = [cpu_time(auth_pid), cpu_time(gateway_pid), cpu_time(std::process::id())];
@@ -161,7 +176,16 @@ async fn a_login_flood_neither_grows_memory_nor_starves_other_users() {
         flooded_failures.is_empty(),
         "the other user was refused on the flooded gateway: {flooded_failures:?}"
     );
-    assert!(p99 < Duration::from_millis(100), "the other user's p99 was {:.1} ms", ms(p99));
+    // The bound, 100 ms, on a quiet machine; on a busy one, twice what the same probe
+    // saw just before the flood: the flood itself must not starve the other user.
+    let bound = Duration::from_millis(100).max(baseline * 2);
+    println!(
+        "the other user's p99: {:.1} ms before the flood, {:.1} ms during it (bound {:.1} ms)",
+        ms(baseline),
+        ms(p99),
+        ms(bound)
+    );
+    assert!(p99 < bound, "the other user's p99 was {:.1} ms (bound {:.1} ms)", ms(p99), ms(bound));
 }
 
 /// GETs `me` every 20 ms until `done`: (latencies, non-200 statuses).

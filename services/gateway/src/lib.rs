@@ -90,6 +90,7 @@ pub async fn state_with(cfg: Config, clients: Clients) -> anyhow::Result<AppStat
         store,
         lkg,
         streams,
+        seen_locks: Arc::default(),
     })
 }
 

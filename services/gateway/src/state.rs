@@ -33,4 +33,6 @@ pub struct AppState {
     pub lkg: LastKnownGood,
     /// Open server-sent event streams, against their caps.
     pub streams: Arc<StreamSlots>,
+    /// Login lockouts this gateway has seen, so a flood against a locked key costs no store trip.
+    pub seen_locks: Arc<crate::identity::throttle::SeenLocks>,
 }

@@ -27,9 +27,11 @@
 //! keep working through a Redis outage; what guards them meanwhile is the auth service's
 //! bounded hashing.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::StatusCode;
@@ -57,6 +59,12 @@ pub struct ThrottleConfig {
     /// lets the attempt through (fail open). Default: 250ms.
     #[serde(with = "humantime_serde")]
     pub store_timeout: Duration,
+    /// How long a refused attempt waits before its 429 (at most what is left of the lockout).
+    /// A guesser that does not wait for `Retry-After` is held to one guess per connection per
+    /// this long instead of a refusal per millisecond: a flood's rate is bounded by its own
+    /// concurrency, and the gateway's cores stay with the other users. Default: 500ms.
+    #[serde(with = "humantime_serde")]
+    pub refusal_delay: Duration,
 }
 
 /// Failures allowed free, then a lockout that doubles with every further failure.
@@ -95,6 +103,7 @@ impl Default for ThrottleConfig {
             login_per_address: FailureLimit { free_failures: 20, ..FailureLimit::default() },
             register_per_address: AttemptLimit::default(),
             store_timeout: Duration::from_millis(250),
+            refusal_delay: Duration::from_millis(500),
         }
     }
 }
@@ -152,11 +161,46 @@ impl FromRequestParts<AppState> for ClientAddr {
     }
 }
 
-/// The throttle over one gateway's store. Built per request: all of its state is in the store.
+/// Locks this gateway has seen in the store, so that a key known to be locked is refused without
+/// a store round trip: a flood of guesses against a locked account or from a locked address
+/// then costs the gateway next to nothing per refusal (the store is still the one truth; this
+/// only remembers its answers until they run out). Bounded in entries.
+#[derive(Debug, Default)]
+pub struct SeenLocks {
+    until: Mutex<HashMap<String, Instant>>,
+}
+
+/// Keys remembered at most; past it, expired ones go, then everything (it is only a cache).
+const MAX_SEEN_LOCKS: usize = 100_000;
+/// How long a sighting of another attempt's turn is trusted: it ends within a hash.
+const TURN_SEEN_FOR: Duration = Duration::from_millis(100);
+
+impl SeenLocks {
+    fn locked_for(&self, key: &str) -> Option<Duration> {
+        let until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        until.get(key).and_then(|t| t.checked_duration_since(Instant::now())).filter(|d| !d.is_zero())
+    }
+
+    fn note(&self, key: &str, wait: Duration) {
+        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        if until.len() >= MAX_SEEN_LOCKS {
+            let now = Instant::now();
+            until.retain(|_, t| *t > now);
+            if until.len() >= MAX_SEEN_LOCKS {
+                until.clear();
+            }
+        }
+        until.insert(key.to_owned(), Instant::now() + wait);
+    }
+}
+
+/// The throttle over one gateway's store. Built per request: all of its state is in the store
+/// (and what it saw of it, in [`SeenLocks`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Throttle<'a> {
     store: &'a Store,
     cfg: &'a ThrottleConfig,
+    seen: Option<&'a SeenLocks>,
     /// How long a claimed turn lasts if its gateway dies before the answer: the whole-request
     /// deadline, after which the attempt is over either way.
     turn_ttl: Duration,
@@ -224,12 +268,19 @@ fn refusal(action: &'static str, by: &'static str, wait: Duration) -> ApiError {
 
 impl<'a> Throttle<'a> {
     pub fn new(store: &'a Store, cfg: &'a ThrottleConfig, turn_ttl: Duration) -> Self {
-        Self { store, cfg, turn_ttl }
+        Self { store, cfg, seen: None, turn_ttl }
+    }
+
+    /// Remembers the locks it sees in `seen`.
+    pub fn remembering(mut self, seen: &'a SeenLocks) -> Self {
+        self.seen = Some(seen);
+        self
     }
 
     /// The throttle of a gateway's state.
     pub fn of(state: &'a AppState) -> Self {
         Self::new(&state.store, &state.cfg.throttle, state.cfg.limits.request_timeout)
+            .remembering(&state.seen_locks)
     }
 
     /// Checks and counts a login for `email` from `client`: refused with 429 while the account
@@ -251,13 +302,23 @@ impl<'a> Throttle<'a> {
                 side("address", &self.cfg.login_per_address, &client.to_string()),
             ],
         };
-        // Locked already: refused before anything is counted or hashed.
+        // Locked already: refused before anything is counted or hashed, at once when this
+        // gateway has seen the lock before.
+        if let Some(seen) = self.seen {
+            for side in &attempt.sides {
+                if let Some(wait) = seen.locked_for(&side.lock) {
+                    return Err(self.refuse("login", side.by, wait).await);
+                }
+            }
+        }
         let locks: Vec<String> = attempt.sides.iter().map(|s| s.lock.clone()).collect();
         if let Some(values) = self.guard("get_locks", self.store.get_many(&locks)).await {
             let now = now_millis();
             for (side, value) in attempt.sides.iter().zip(values) {
-                if let Some(wait) = value.as_deref().and_then(|v| locked_for(v, now)) {
-                    return Err(refusal("login", side.by, wait));
+                let Some(value) = value else { continue };
+                if let Some(wait) = locked_for(&value, now) {
+                    self.saw(&side.lock, &value, wait);
+                    return Err(self.refuse("login", side.by, wait).await);
                 }
             }
         }
@@ -282,15 +343,33 @@ impl<'a> Throttle<'a> {
                     let (by, lock) = (side.by, side.lock.clone());
                     attempt.undo().await;
                     let now = now_millis();
-                    let wait = self.guard("get_lock", self.store.get(&lock)).await.flatten();
-                    let wait = wait.and_then(|v| locked_for(&v, now)).unwrap_or(Duration::from_secs(1));
-                    return Err(refusal("login", by, wait));
+                    let value = self.guard("get_lock", self.store.get(&lock)).await.flatten();
+                    let wait = value.as_deref().and_then(|v| locked_for(v, now));
+                    if let (Some(value), Some(wait)) = (&value, wait) {
+                        self.saw(&lock, value, wait);
+                    }
+                    return Err(self.refuse("login", by, wait.unwrap_or(Duration::from_secs(1))).await);
                 }
                 // The store failed: this side lets the attempt through (fail open).
                 None => {}
             }
         }
         Ok(attempt)
+    }
+
+    /// The refusal, after the refusal delay (see [`ThrottleConfig::refusal_delay`]).
+    async fn refuse(&self, action: &'static str, by: &'static str, wait: Duration) -> ApiError {
+        let delay = self.cfg.refusal_delay.min(wait);
+        tokio::time::sleep(delay).await;
+        // `Retry-After` counts from the answer, not from when the lock was read.
+        refusal(action, by, wait.saturating_sub(delay))
+    }
+
+    /// Notes a lock seen in the store: a real lock until it ends, another attempt's turn briefly.
+    fn saw(&self, key: &str, value: &str, wait: Duration) {
+        if let Some(seen) = self.seen {
+            seen.note(key, if value.starts_with(TURN) { TURN_SEEN_FOR } else { wait });
+        }
     }
 
     /// Counts a registration from `client`; refused with 429 past the window's limit.
@@ -303,7 +382,7 @@ impl<'a> Throttle<'a> {
         let counted = self.store.add_bounded(&key, 1, 0, i64::from(limit.per_window), Some(limit.window));
         if let Some(Bounded::Refused(_)) = self.guard("count_registration", counted).await {
             let left = self.guard("registration_window", self.store.ttl(&key)).await.flatten();
-            return Err(refusal("register", "address", left.unwrap_or(limit.window)));
+            return Err(self.refuse("register", "address", left.unwrap_or(limit.window)).await);
         }
         Ok(())
     }
@@ -445,6 +524,29 @@ mod tests {
     async fn fail(t: Throttle<'_>, email: &str, from: &str) -> Result<(), ApiError> {
         t.begin_login(email, addr(from)).await?.failed().await;
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_lock_once_seen_is_refused_without_asking_the_store() {
+        let (store, cfg) = (Store::memory(), ThrottleConfig::default());
+        let seen = SeenLocks::default();
+        let t = throttle(&store, &cfg).remembering(&seen);
+        for _ in 0..6 {
+            fail(t, "seen@example.com", "192.0.2.9").await.unwrap();
+        }
+        assert_eq!(
+            fail(t, "seen@example.com", "192.0.2.9").await.unwrap_err().status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        // The store forgets the lock (as if it were another gateway's store view going stale):
+        // this gateway still refuses from what it saw, until the lock's own end.
+        let lock = format!("gw:throttle:login:account:{}:lock", crate::fallback::digest("seen@example.com"));
+        store.delete(&lock).await.unwrap();
+        let refused = fail(t, "seen@example.com", "192.0.2.10").await.unwrap_err();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.retry_after.is_some());
+        // Without the memory the store is asked, and says nothing is locked.
+        assert!(throttle(&store, &cfg).begin_login("seen@example.com", addr("192.0.2.11")).await.is_ok());
     }
 
     #[tokio::test]
