@@ -14,11 +14,24 @@
 //! balancer's queue for an endpoint that may never come (the black hole of an empty balancer).
 //! Until every replica has been probed once, a call waits (at most the connect timeout) for the
 //! first healthy one, so a caller starting beside its services does not fail its first calls.
+//!
+//! # Layout
+//! - this module: [`ClientConfig`], [`ServiceChannel`], and [`service_channel`], where each
+//!   call's stack is built, a layer at a time, with the reason for each.
+//! - `layers`: the client span, fail fast, the bulkhead (shed) and the circuit breaker, each a
+//!   `Layer`/`Service` pair.
+//! - `retry`: budgeted retries of idempotent calls, read from the call's `Fault`.
+//! - `replicas`: resolving endpoints and watching each replica's health.
 
-mod call;
+mod layers;
 mod replicas;
+mod retry;
 
+use self::layers::{
+    BoxError, BoxFuture, CircuitLayer, FailFastLayer, Request, Response, ShedLayer, TracedLayer,
+};
 use self::replicas::{Target, resolve_replicas};
+use self::retry::{RetryLayer, RetryPolicy};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 use tower::retry::budget::TpsBudget;
+use tower::util::BoxCloneSyncService;
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 
@@ -113,26 +127,19 @@ pub enum ClientError {
     InvalidEndpoint { endpoint: String, reason: String },
 }
 
-/// A channel to one service, balanced over its healthy replicas. Cheap to clone.
-#[derive(Clone, Debug)]
+/// A channel to one service, balanced over its healthy replicas, through the layers built in
+/// [`service_channel`]. Cheap to clone.
+#[derive(Clone)]
 pub struct ServiceChannel {
-    channel: Channel,
+    stack: BoxCloneSyncService<Request, Response, BoxError>,
     health: Arc<Health>,
-    guard: Arc<Guard>,
+    breaker: Arc<Breaker>,
+    service: Arc<str>,
 }
 
-/// Protection around every call: bulkhead, breaker, retry budget.
-struct Guard {
-    service: String,
-    limit: Arc<tokio::sync::Semaphore>,
-    breaker: Breaker,
-    budget: TpsBudget,
-    max_retries: u32,
-}
-
-impl std::fmt::Debug for Guard {
+impl std::fmt::Debug for ServiceChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guard").field("service", &self.service).finish_non_exhaustive()
+        f.debug_struct("ServiceChannel").field("service", &self.service).finish_non_exhaustive()
     }
 }
 
@@ -195,10 +202,10 @@ pub fn service_channel(service: &str, cfg: &ClientConfig) -> Result<ServiceChann
     for target in targets {
         tokio::spawn(resolve_replicas(target, cfg.clone(), changes.clone(), health.clone()));
     }
-    let guard = Arc::new(Guard {
-        service: service.to_owned(),
-        limit: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrency.max(1))),
-        breaker: Breaker::new(service, cfg.breaker.clone()),
+    let service: Arc<str> = service.into();
+    let breaker = Arc::new(Breaker::new(&service, cfg.breaker.clone()));
+    let retries = RetryPolicy {
+        service: service.clone(),
         // See the router's pool: a hair under the ratio so tower's f32 division lands on the
         // intended whole number of deposits per retry.
         budget: TpsBudget::new(
@@ -207,8 +214,23 @@ pub fn service_channel(service: &str, cfg: &ClientConfig) -> Result<ServiceChann
             cfg.retry.budget_ratio * 0.999_99,
         ),
         max_retries: cfg.retry.max_retries,
-    });
-    Ok(ServiceChannel { channel, health, guard })
+    };
+    let limit = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrency.max(1)));
+    let stack = tower::ServiceBuilder::new()
+        // A client span per call, child of the caller's, carried to the server as trace
+        // context; every layer below runs inside it.
+        .layer(TracedLayer(service.clone()))
+        // No healthy replica: fail at once rather than wait in an empty balancer's queue.
+        .layer(FailFastLayer(health.clone()))
+        // Bulkhead: past `max_concurrency` calls in flight, shed at once rather than queue.
+        .layer(ShedLayer { limit, service: service.clone() })
+        // Idempotent calls once more on another replica, within the retry budget and what
+        // remains of the deadline; never after a timeout (the fault says where to retry).
+        .layer(RetryLayer(Arc::new(retries)))
+        // Each attempt: refused while the circuit is open, its outcome fed to the breaker.
+        .layer(CircuitLayer { breaker: breaker.clone(), service: service.clone() })
+        .service(channel);
+    Ok(ServiceChannel { stack: BoxCloneSyncService::new(stack), health, breaker, service })
 }
 
 impl ServiceChannel {
@@ -219,11 +241,25 @@ impl ServiceChannel {
 
     /// The circuit breaker's state.
     pub fn breaker_state(&self) -> BreakerState {
-        self.guard.breaker.state()
+        self.breaker.state()
     }
 
     /// The service this channel calls.
     pub fn service(&self) -> &str {
-        &self.guard.service
+        &self.service
+    }
+}
+
+impl tower::Service<Request> for ServiceChannel {
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        self.stack.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> BoxFuture {
+        self.stack.call(request)
     }
 }
