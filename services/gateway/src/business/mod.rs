@@ -9,9 +9,8 @@ pub mod orders;
 pub mod queue;
 
 use axum::Router;
-use axum::routing::{get, post};
-
 use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
 
 use crate::authn::authenticate;
 use crate::quota::meter;

@@ -6,9 +6,8 @@ pub mod throttle;
 pub mod users;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
-
 use axum::middleware::from_fn_with_state;
+use axum::routing::{delete, get, post};
 
 use crate::authn::authenticate;
 use crate::quota::meter;
