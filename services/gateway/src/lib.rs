@@ -11,6 +11,7 @@
 //! - [`error`]: [`ApiError`](error::ApiError), problem+json, and the gRPC → HTTP status table.
 //! - [`fallback`]: last-known-good answers, the response cache of public reads, and the marks
 //!   on fallback responses; a store tier that fails open.
+//! - [`lockouts`]: login lockouts seen, refused without a store trip.
 //! - [`json`]: body and query extractors that answer problems naming the bad field.
 //! - [`authn`]: JWT (local, JWKS) and API key authentication; the `authenticate` step.
 //! - [`quota`]: metering (the `meter` step, after `authenticate`), `RateLimit-*` headers, and
@@ -31,6 +32,7 @@ pub mod error;
 pub mod fallback;
 pub mod identity;
 pub mod json;
+pub mod lockouts;
 pub mod openapi;
 pub mod page;
 pub mod quota;

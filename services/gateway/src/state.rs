@@ -34,5 +34,5 @@ pub struct AppState {
     /// Open server-sent event streams, against their caps.
     pub streams: Arc<StreamSlots>,
     /// Login lockouts this gateway has seen, so a flood against a locked key costs no store trip.
-    pub seen_locks: Arc<crate::identity::throttle::SeenLocks>,
+    pub seen_locks: Arc<crate::lockouts::SeenLocks>,
 }

@@ -27,17 +27,17 @@
 //! keep working through a Redis outage; what guards them meanwhile is the auth service's
 //! bounded hashing.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use mesh_core::store::{Bounded, Store, StoreResult};
 use serde::{Deserialize, Serialize};
+
+pub use crate::lockouts::SeenLocks;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -158,39 +158,6 @@ impl FromRequestParts<AppState> for ClientAddr {
         let client = state.cfg.trusted_proxies.client_addr(peer, &parts.headers);
         // Counted as the mesh counts clients: an IPv6 client by its /64.
         Ok(Self(mesh_core::forwarded::client_key(client)))
-    }
-}
-
-/// Locks this gateway has seen in the store, so that a key known to be locked is refused without
-/// a store round trip: a flood of guesses against a locked account or from a locked address
-/// then costs the gateway next to nothing per refusal (the store is still the one truth; this
-/// only remembers its answers until they run out). Bounded in entries.
-#[derive(Debug, Default)]
-pub struct SeenLocks {
-    until: Mutex<HashMap<String, Instant>>,
-}
-
-/// Keys remembered at most; past it, expired ones go, then everything (it is only a cache).
-const MAX_SEEN_LOCKS: usize = 100_000;
-/// How long a sighting of another attempt's turn is trusted: it ends within a hash.
-const TURN_SEEN_FOR: Duration = Duration::from_millis(100);
-
-impl SeenLocks {
-    fn locked_for(&self, key: &str) -> Option<Duration> {
-        let until = self.until.lock().unwrap_or_else(|p| p.into_inner());
-        until.get(key).and_then(|t| t.checked_duration_since(Instant::now())).filter(|d| !d.is_zero())
-    }
-
-    fn note(&self, key: &str, wait: Duration) {
-        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
-        if until.len() >= MAX_SEEN_LOCKS {
-            let now = Instant::now();
-            until.retain(|_, t| *t > now);
-            if until.len() >= MAX_SEEN_LOCKS {
-                until.clear();
-            }
-        }
-        until.insert(key.to_owned(), Instant::now() + wait);
     }
 }
 
@@ -368,7 +335,7 @@ impl<'a> Throttle<'a> {
     /// Notes a lock seen in the store: a real lock until it ends, another attempt's turn briefly.
     fn saw(&self, key: &str, value: &str, wait: Duration) {
         if let Some(seen) = self.seen {
-            seen.note(key, if value.starts_with(TURN) { TURN_SEEN_FOR } else { wait });
+            seen.note(key, if value.starts_with(TURN) { crate::lockouts::TURN_SEEN_FOR } else { wait });
         }
     }
 
