@@ -377,6 +377,5 @@ impl Listens for Config {
     }
 }
 
-
 /// Keys whose environment value is a comma-separated list.
 pub const LIST_KEYS: &[&str] = &["pools.identity.instances", "pools.business.instances", "trusted_proxies"];
