@@ -56,7 +56,8 @@ pub struct ThrottleConfig {
     /// Registrations per client address. Default: 20 per 1h.
     pub register_per_address: AttemptLimit,
     /// Time allowed for one throttle operation on the store before the throttle gives up and
-    /// lets the attempt through (fail open). Default: 250ms.
+    /// lets the attempt through (fail open); the throttle then leaves the store alone for a
+    /// second (the store tier's rest). Default: 250ms.
     #[serde(with = "humantime_serde")]
     pub store_timeout: Duration,
     /// How long a refused attempt waits before its 429 (at most what is left of the lockout).
@@ -360,15 +361,11 @@ impl<'a> Throttle<'a> {
     }
 
     /// Runs one store operation within `store_timeout`; `None` (fail open) when it errs or is late.
+    /// One store operation through the store tier that fails open (the mesh's one wrapper:
+    /// `store_timeout`, a miss on failure, then a rest), so a Redis outage lets attempts
+    /// through and costs one timeout per rest, not one per login.
     async fn guard<R>(&self, op: &'static str, operation: impl Future<Output = StoreResult<R>>) -> Option<R> {
-        let error = match tokio::time::timeout(self.cfg.store_timeout, operation).await {
-            Ok(Ok(value)) => return Some(value),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_owned(),
-        };
-        metrics::counter!("gateway_throttle_store_errors_total", "op" => op).increment(1);
-        tracing::warn!(op, %error, "throttle store failed; letting the attempt through");
-        None
+        self.store.fail_open("login-throttle").with_timeout(self.cfg.store_timeout).run(op, operation).await
     }
 }
 
