@@ -8,8 +8,11 @@ use mesh_tests::load::{self, Report, Spec};
 use reqwest::Method;
 use support::chaos::Chaos;
 
-/// How long each phase measures.
-const PHASE: Duration = Duration::from_secs(5);
+/// How long each phase measures. Long enough that one scheduler stall on the 2-core machine,
+/// which delays every in-flight request of the 4 workers at once, stays under 1% of a phase's
+/// ~1000 samples and cannot move its p99 by itself (with 5 s phases, one stall was 1% of 500
+/// and failed a clean-clone run: 83 → 148 ms).
+const PHASE: Duration = Duration::from_secs(10);
 
 /// Business load for one phase, with identity traffic beside it at a steady pace (so both
 /// phases carry the same side traffic: served before, refused after). Returns the business

@@ -300,7 +300,9 @@ impl Pool {
             return;
         }
         if !allowed || others_in == 0 {
-            tracing::warn!(pool = %self.name, instance = %instance.addr, reason, ejected, "not ejecting: the pool is at its ejection floor");
+            // Debug, not warn: while an instance is down and its probe has not yet noticed, every
+            // request would log it; the metric counts them.
+            tracing::debug!(pool = %self.name, instance = %instance.addr, reason, ejected, "not ejecting: the pool is at its ejection floor");
             metrics::counter!("router_ejections_refused_total", "pool" => self.name.clone()).increment(1);
             return;
         }
