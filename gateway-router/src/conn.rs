@@ -351,9 +351,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+impl<T> WriteDeadline<T> {
+    /// What a write (or flush) of the inner stream gives back, under the deadline: a pending
+    /// one arms the stall timer, or fails once it has fired; a finished one disarms it.
+    fn deadlined<R>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        match polled {
             Poll::Pending if self.stalled_too_long(cx) => Poll::Ready(Err(write_timed_out())),
             Poll::Pending => Poll::Pending,
             ready => {
@@ -361,6 +363,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
                 ready
             }
         }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.deadlined(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -368,14 +377,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending if self.stalled_too_long(cx) => Poll::Ready(Err(write_timed_out())),
-            Poll::Pending => Poll::Pending,
-            ready => {
-                self.armed = false;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.deadlined(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -383,14 +386,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Pending if self.stalled_too_long(cx) => Poll::Ready(Err(write_timed_out())),
-            Poll::Pending => Poll::Pending,
-            ready => {
-                self.armed = false;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.deadlined(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
