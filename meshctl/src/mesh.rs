@@ -206,7 +206,7 @@ impl Mesh {
                 let port =
                     if opts.fixed_ports { kind.base_port() + (replica - 1) * REPLICA_PORT_STEP } else { 0 };
                 let addr = SocketAddr::new(opts.host, port);
-                let listener = TcpListener::bind(addr).await.with_context(|| {
+                let listener = mesh_core::process::bind(addr).with_context(|| {
                     format!("{}-{replica}: cannot listen on {addr} (is another mesh running?)", kind.name())
                 })?;
                 bound.addrs.insert((kind, replica), listener.local_addr()?);
@@ -325,8 +325,7 @@ impl Mesh {
     pub async fn restart(&mut self, kind: Kind, replica: u16) -> anyhow::Result<()> {
         let component = self.get_mut(kind, replica);
         anyhow::ensure!(!component.is_running(), "{} is still running", component.name());
-        let listener = TcpListener::bind(component.addr)
-            .await
+        let listener = mesh_core::process::bind(component.addr)
             .with_context(|| format!("{}: cannot listen on {} again", component.name(), component.addr))?;
         component.drain = Drain::new();
         let shutdown = Box::pin(component.drain.signaled());
