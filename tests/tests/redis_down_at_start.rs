@@ -137,7 +137,11 @@ async fn the_router_starts_while_redis_is_down() {
     let router_env: Vec<(&str, &str)> = router_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let router = ServiceProcess::start(binary("gateway-router"), &router_env)
         .expect("the router starts without Redis");
+    // Ready once it serves (the listening line comes a moment before).
+    let ready =
+        wait_until(Duration::from_secs(10), || async { readiness(router.admin).await.0 == 200 }).await;
     let (code, detail) = readiness(router.admin).await;
+    assert!(ready, "{detail}");
     println!("router readiness with Redis down: {code} {detail:?}");
     assert_eq!(code, 200, "{detail}");
     assert!(detail.contains("store: unreachable"), "{detail}");
