@@ -51,6 +51,11 @@ pub struct Config {
     /// How long a last-known-good answer may be served when its service is down. Default: 24h.
     #[serde(with = "humantime_serde")]
     pub fallback_ttl: Duration,
+    /// How often a live answer that has not changed is written to the store again as the
+    /// last-known-good one (its age restarts); a changed answer is written at once. `0s` writes
+    /// every answer. Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub fallback_refresh: Duration,
     /// How long a public read (`GET /v1/articles`, `GET /v1/articles/{id}`) is answered from the
     /// store without asking the service; `0s` turns the response cache off. Default: 30s.
     #[serde(with = "humantime_serde")]
@@ -150,6 +155,10 @@ pub struct JwtConfig {
     /// arbitrary ones, make room (a dropped verdict costs one store read). Default: 100000
     /// (about 10 MiB).
     pub revocation_cache_entries: usize,
+    /// Access tokens whose verification this gateway remembers (by hash, until each expires),
+    /// so a token's signature is checked once rather than on every request; `0` verifies every
+    /// request. Expired tokens, then arbitrary ones, make room. Default: 100000 (about 25 MiB).
+    pub token_cache_entries: usize,
 }
 
 impl Default for JwtConfig {
@@ -162,6 +171,7 @@ impl Default for JwtConfig {
             jwks_min_refetch: Duration::from_secs(10),
             revocation_cache_ttl: Duration::from_millis(500),
             revocation_cache_entries: 100_000,
+            token_cache_entries: 100_000,
         }
     }
 }
@@ -212,6 +222,7 @@ impl Config {
             cors: CorsConfig::default(),
             api_key_cache_ttl: Duration::from_secs(30),
             fallback_ttl: Duration::from_secs(24 * 3600),
+            fallback_refresh: crate::fallback::DEFAULT_REFRESH,
             response_cache_ttl: Duration::from_secs(30),
             cache_timeout: crate::fallback::DEFAULT_TIMEOUT,
             local_quota: LocalQuotaConfig::default(),

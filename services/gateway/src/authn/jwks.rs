@@ -27,6 +27,7 @@ use crate::error::ApiError;
 use crate::fallback::LastKnownGood;
 
 use super::revocations::{Checked, Revocations};
+use super::verified::{self, VerifiedTokens};
 
 /// The last-known-good key of the key set.
 const SNAPSHOT_KEY: &str = "jwks";
@@ -72,6 +73,8 @@ pub struct JwksVerifier {
     /// Serialises fetches and remembers when the last one happened.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     revocations: Revocations,
+    /// Tokens already verified here, so a token's signature is checked once, not per request.
+    verified: VerifiedTokens,
 }
 
 impl std::fmt::Debug for JwksVerifier {
@@ -108,6 +111,7 @@ impl JwksVerifier {
             keys: RwLock::default(),
             last_fetch: tokio::sync::Mutex::new(None),
             revocations,
+            verified: VerifiedTokens::new(cfg.token_cache_entries, cfg.leeway.as_secs()),
         }
     }
 
@@ -181,8 +185,45 @@ impl JwksVerifier {
     }
 
     /// Verifies `token` and returns its claims, or a 401 saying why (503 if keys are unreachable).
-    /// A token whose session was revoked is refused like an invalid one.
+    /// A token whose session was revoked is refused like an invalid one. A token verified here
+    /// before is not verified again until it expires ([`VerifiedTokens`]); its session is checked
+    /// every time.
     pub async fn verify(&self, token: &str, request_id: &RequestId) -> Result<Claims, ApiError> {
+        let digest = verified::digest(token);
+        let now = mesh_core::ids::unix_now().max(0) as u64;
+        let keys = self.current();
+        let claims = match self.verified.get(&digest, now, |kid| keys.keys.contains_key(kid)) {
+            Some(claims) => claims,
+            None => {
+                let (kid, claims) = self.verify_signature(token, request_id).await?;
+                self.verified.insert(digest, &kid, &claims, now);
+                claims
+            }
+        };
+        if let Some(checked) = self.revocations.revoked(&claims.sid, claims.exp).await {
+            metrics::counter!("gateway_authn_revoked_total", "credential" => "token").increment(1);
+            // Logged once per session and gateway (when the store said so); a revoked token
+            // replayed later is answered from the cache and only counted.
+            if checked == Checked::Store {
+                tracing::info!(
+                    request_id = request_id.as_str(),
+                    user_id = %claims.sub,
+                    session_id = %claims.sid,
+                    "access token refused: its session was revoked"
+                );
+            }
+            return Err(ApiError::unauthorized("the token's session has been revoked"));
+        }
+        Ok(claims)
+    }
+
+    /// The full check of a token: header, key, signature and claims; the key id and claims of
+    /// a token that passes.
+    async fn verify_signature(
+        &self,
+        token: &str,
+        request_id: &RequestId,
+    ) -> Result<(String, Claims), ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::unauthorized("the token is malformed"))?;
         if header.alg != Algorithm::EdDSA {
@@ -219,21 +260,7 @@ impl JwksVerifier {
         if claims.sid.is_empty() {
             return Err(ApiError::unauthorized("the token lacks a required claim"));
         }
-        if let Some(checked) = self.revocations.revoked(&claims.sid, claims.exp).await {
-            metrics::counter!("gateway_authn_revoked_total", "credential" => "token").increment(1);
-            // Logged once per session and gateway (when the store said so); a revoked token
-            // replayed later is answered from the cache and only counted.
-            if checked == Checked::Store {
-                tracing::info!(
-                    request_id = request_id.as_str(),
-                    user_id = %claims.sub,
-                    session_id = %claims.sid,
-                    "access token refused: its session was revoked"
-                );
-            }
-            return Err(ApiError::unauthorized("the token's session has been revoked"));
-        }
-        Ok(claims)
+        Ok((kid, claims))
     }
 
     fn key(&self, kid: &str) -> Option<DecodingKey> {
@@ -304,6 +331,10 @@ mod tests {
 
     /// A verifier whose auth service is unreachable (nothing listens on port 1).
     fn offline_verifier(lkg: LastKnownGood) -> JwksVerifier {
+        offline_verifier_with(lkg, &JwtConfig::default())
+    }
+
+    fn offline_verifier_with(lkg: LastKnownGood, cfg: &JwtConfig) -> JwksVerifier {
         let auth = mesh_core::client::ClientConfig {
             endpoints: vec!["http://127.0.0.1:1".into()],
             connect_timeout: Duration::from_millis(200),
@@ -312,14 +343,18 @@ mod tests {
         };
         let services = crate::config::Services { auth, ..Default::default() };
         let clients = crate::clients::Clients::dial(crate::Domain::Identity, &services).unwrap();
-        JwksVerifier::new(clients.auth, &JwtConfig::default(), lkg)
+        JwksVerifier::new(clients.auth, cfg, lkg)
     }
 
     fn token(signing: &ed25519_dalek::SigningKey, kid: &str) -> String {
+        token_expiring(signing, kid, mesh_core::ids::unix_now() + 600)
+    }
+
+    fn token_expiring(signing: &ed25519_dalek::SigningKey, kid: &str, exp: i64) -> String {
         use ed25519_dalek::pkcs8::EncodePrivateKey;
         let now = mesh_core::ids::unix_now();
         let claims = serde_json::json!({
-            "sub": "u1", "iss": "mesh-auth", "aud": "mesh", "nbf": now, "exp": now + 600, "sid": "s1",
+            "sub": "u1", "iss": "mesh-auth", "aud": "mesh", "nbf": now, "exp": exp, "sid": "s1",
         });
         let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
         header.kid = Some(kid.into());
@@ -350,6 +385,54 @@ mod tests {
         assert_eq!(verifier.document(&rid).await.unwrap()["keys"][0]["kid"], "k1");
         let forged = token_with_other_key();
         assert_eq!(verifier.verify(&forged, &rid).await.unwrap_err().status.as_u16(), 401);
+    }
+
+    /// A verifier that knows the key `signing` (through the snapshot), with `cfg`.
+    async fn verifier_knowing(signing: &ed25519_dalek::SigningKey, cfg: &JwtConfig) -> JwksVerifier {
+        use base64::Engine;
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
+        let lkg = LastKnownGood::new(Store::memory(), Duration::from_secs(60));
+        let known = vec![PublicJwk { kid: "k1".into(), kty: "OKP".into(), crv: "Ed25519".into(), x }];
+        lkg.remember(SNAPSHOT_KEY, &known).await;
+        let verifier = offline_verifier_with(lkg, cfg);
+        verifier.refresh(&RequestId("test".into()), true).await.unwrap();
+        verifier
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_still_refused_after_it_expires() {
+        let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let cfg = JwtConfig { leeway: Duration::ZERO, ..JwtConfig::default() };
+        let verifier = verifier_knowing(&signing, &cfg).await;
+        let rid = RequestId("test".into());
+        let exp = mesh_core::ids::unix_now() + 1;
+        let token = token_expiring(&signing, "k1", exp);
+
+        assert_eq!(verifier.verify(&token, &rid).await.unwrap().sub, "u1");
+        assert_eq!(verifier.verified.len(), 1, "the verified token is remembered");
+        assert_eq!(verifier.verify(&token, &rid).await.unwrap().sub, "u1", "and answered from memory");
+
+        // Wait for the clock to pass `exp` (a second at most), then the same token is refused.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while mesh_core::ids::unix_now() <= exp {
+            assert!(Instant::now() < deadline, "the clock did not pass exp");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let refused = verifier.verify(&token, &rid).await.unwrap_err();
+        assert_eq!(refused.status.as_u16(), 401);
+        assert_eq!(refused.problem.detail, "the token has expired", "refused in the verifier's words");
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_refused_once_its_key_leaves_the_key_set() {
+        let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let verifier = verifier_knowing(&signing, &JwtConfig::default()).await;
+        let rid = RequestId("test".into());
+        let token = token(&signing, "k1");
+        assert!(verifier.verify(&token, &rid).await.is_ok());
+        // Auth rotated and dropped k1.
+        *verifier.keys.write().unwrap() = Arc::new(key_set(&[], None));
+        assert_eq!(verifier.verify(&token, &rid).await.unwrap_err().status.as_u16(), 401);
     }
 
     fn token_with_other_key() -> String {

@@ -11,6 +11,7 @@
 mod api_keys;
 mod jwks;
 pub mod revocations;
+mod verified;
 
 pub use api_keys::ApiKeyVerifier;
 pub use jwks::{Claims, JwksVerifier};
