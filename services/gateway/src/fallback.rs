@@ -24,7 +24,7 @@
 
 mod lkg;
 
-pub use lkg::{DEFAULT_TIMEOUT, LastKnownGood, Snapshot};
+pub use lkg::{DEFAULT_REFRESH, DEFAULT_TIMEOUT, LastKnownGood, Snapshot};
 
 use std::future::Future;
 use std::time::Duration;
@@ -177,9 +177,10 @@ pub fn stale_response(mut body: Value, fallback: Fallback, age: Duration, upstre
     response
 }
 
-/// A live answer: remembered under `key` for later outages, then answered.
+/// A live answer: remembered under `key` for later outages (when it changed, or now and then:
+/// [`LastKnownGood::remember_live`]), then answered.
 pub async fn live<T: Serialize>(lkg: &LastKnownGood, key: &str, value: &T) -> Response {
-    lkg.remember(key, value).await;
+    lkg.remember_live(key, value).await;
     Json(value).into_response()
 }
 

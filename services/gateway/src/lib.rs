@@ -70,7 +70,9 @@ pub async fn state(cfg: Config) -> anyhow::Result<AppState> {
 /// in-process, failing, hung or slow services ([`Clients::with`]).
 pub async fn state_with(cfg: Config, clients: Clients) -> anyhow::Result<AppState> {
     let store = Store::connect(&cfg.store).await?;
-    let lkg = fallback::LastKnownGood::new(store.clone(), cfg.fallback_ttl).with_timeout(cfg.cache_timeout);
+    let lkg = fallback::LastKnownGood::new(store.clone(), cfg.fallback_ttl)
+        .with_timeout(cfg.cache_timeout)
+        .with_refresh(cfg.fallback_refresh);
     let jwks = Arc::new(JwksVerifier::new(clients.auth.clone(), &cfg.jwt, lkg.clone()));
     let api_keys = ApiKeyVerifier::new(lkg.clone(), cfg.api_key_cache_ttl);
     let authn = Authenticator::new(jwks, api_keys, clients.auth.clone());

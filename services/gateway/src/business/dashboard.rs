@@ -81,7 +81,7 @@ async fn section<T: Serialize, U>(
 ) -> Section<U> {
     match result {
         Ok(value) => {
-            lkg.remember(key, &value).await;
+            lkg.remember_live(key, &value).await;
             Section::Ok { data: into(value) }
         }
         Err(status) => {

@@ -45,7 +45,7 @@ pub async fn get_quota(
     match state.quota.get_quota(request).await {
         Ok(status) => {
             let known = KnownQuota::from(status);
-            state.lkg.remember(&key, &known).await;
+            state.lkg.remember_live(&key, &known).await;
             Ok(Json(Quota::from(known)).into_response())
         }
         Err(failure) => {
