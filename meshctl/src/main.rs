@@ -1,5 +1,6 @@
 //! `meshctl`: the operator's CLI.
 
+mod bench;
 mod status;
 mod up;
 
@@ -18,6 +19,8 @@ enum Command {
     Up(up::UpArgs),
     /// Show the running mesh: pools, instances, and each gateway's services.
     Status(status::StatusArgs),
+    /// Measure the mesh: the router against nginx, the whole chain, a ladder of users.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -27,5 +30,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -1,0 +1,148 @@
+//! One HTTP/1.1 client connection, from a loopback source address of its own.
+//!
+//! Each connection binds its own `127.a.b.c` before it connects, so each plays a different
+//! client: the router caps connections per client address (256) and the gateways throttle
+//! registrations per address, and honest load from many clients must not look like one client
+//! abusing them. Only loopback targets are accepted: the bench never loads another machine.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpSocket;
+
+/// Source addresses of load connections: connection `i` is `127.LOAD.x.y`.
+pub(crate) const LOAD_BLOCK: u8 = 100;
+/// Source addresses of set-up requests (registrations, logins, scrapes).
+pub(crate) const SETUP_BLOCK: u8 = 101;
+
+/// The `index`-th source address of `block`: `127.block.hi.lo`, `lo` in 1..=254.
+pub(crate) fn source_address(block: u8, index: usize) -> Ipv4Addr {
+    let hi = (index / 254) % 256;
+    let lo = index % 254 + 1;
+    Ipv4Addr::new(127, block, hi as u8, lo as u8)
+}
+
+/// Refuses anything but a loopback target.
+pub(crate) fn ensure_loopback(target: SocketAddr) -> anyhow::Result<()> {
+    anyhow::ensure!(target.ip().is_loopback(), "the bench loads loopback addresses only, not {target}");
+    Ok(())
+}
+
+/// Why a request got no usable answer.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Connect(std::io::Error),
+    Io(hyper::Error),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(e) => write!(f, "cannot connect: {e}"),
+            Self::Io(e) => write!(f, "connection failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// An open HTTP/1.1 connection; one request at a time.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    host: HeaderValue,
+}
+
+// === impl Conn ===
+
+impl Conn {
+    /// Connects from `source` to the loopback `target` within `timeout`.
+    pub(crate) async fn open(
+        target: SocketAddr,
+        source: Ipv4Addr,
+        timeout: Duration,
+    ) -> Result<Self, Failure> {
+        let connect = async {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+            let stream = socket.connect(target).await?;
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        };
+        let stream = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(Failure::Connect(e)),
+            Err(_) => return Err(Failure::Connect(std::io::ErrorKind::TimedOut.into())),
+        };
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(Failure::Io)?;
+        tokio::spawn(async move {
+            // Ends when the server closes or the sender is dropped; either way nothing to do.
+            let _ = connection.await;
+        });
+        let host = HeaderValue::from_str(&target.to_string()).expect("an address is a valid header value");
+        Ok(Self { sender, host })
+    }
+
+    /// Whether another request can go on this connection (the server may have closed it).
+    pub(crate) fn is_open(&self) -> bool {
+        !self.sender.is_closed()
+    }
+
+    /// Sends `request` (its `Host` filled in) and reads the whole answer.
+    pub(crate) async fn send(
+        &mut self,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Response<Bytes>, Failure> {
+        request.headers_mut().insert(HOST, self.host.clone());
+        self.sender.ready().await.map_err(Failure::Io)?;
+        let response = self.sender.send_request(request).await.map_err(Failure::Io)?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(Failure::Io)?.to_bytes();
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// A set-up request: one fresh connection from `source`, one request, its status and body.
+pub(crate) async fn call(
+    target: SocketAddr,
+    source: Ipv4Addr,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    json: Option<serde_json::Value>,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    ensure_loopback(target)?;
+    let mut request = Request::builder().method(method.clone()).uri(path);
+    if let Some(token) = token {
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let body = match json {
+        Some(json) => {
+            request = request.header(CONTENT_TYPE, "application/json");
+            Bytes::from(json.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let request = request.body(Full::new(body))?;
+    let describe = || format!("{method} http://{target}{path}");
+    let mut conn = Conn::open(target, source, Duration::from_secs(5)).await.with_context(describe)?;
+    let response = tokio::time::timeout(Duration::from_secs(30), conn.send(request))
+        .await
+        .with_context(|| format!("{}: no answer in 30s", describe()))?
+        .with_context(describe)?;
+    Ok((response.status(), response.into_body()))
+}
+
+/// `GET path` from the set-up block answers 200.
+pub(crate) async fn answers_ok(target: SocketAddr, path: &str) -> bool {
+    let source = source_address(SETUP_BLOCK, 0);
+    matches!(call(target, source, Method::GET, path, None, None).await, Ok((StatusCode::OK, _)))
+}

@@ -1,0 +1,319 @@
+//! The load generator: a fixed number of HTTP/1.1 connections, each from its own source address,
+//! sending a request mix until a deadline, closed loop or open loop.
+//!
+//! - **Closed loop** (throughput): each connection sends, reads the whole answer, records the
+//!   time, optionally thinks, and sends again.
+//! - **Open loop** (latency): a fixed total rate spread over the connections; every request has
+//!   an *intended* send time on a fixed schedule, and its latency is measured from that time,
+//!   not from when it was actually sent. A stalled server therefore shows in the latency of the
+//!   requests that should have gone out meanwhile, instead of hiding behind a generator that
+//!   politely waited (coordinated omission; the correction wrk2 makes).
+//!
+//! Latencies go into one HdrHistogram (microseconds) per connection, merged at the end. Only
+//! 2xx answers are latencies; everything else is an error counted by kind.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{HeaderName, HeaderValue, Method, Request};
+use http_body_util::Full;
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use super::conn::{self, Conn, Failure, LOAD_BLOCK};
+
+/// The most connections one load may open.
+pub(crate) const MAX_CONNECTIONS: usize = 2_000;
+/// The longest one load may run.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(120);
+/// Time allowed to connect, and for one request's whole answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed connect, so a refusing server is not spun against.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
+
+/// One request of a mix.
+#[derive(Clone, Debug)]
+pub(crate) struct RequestSpec {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) body: Bytes,
+    /// Give every request its own `idempotency-key` (so each POST creates a new order).
+    pub(crate) unique_idempotency_key: bool,
+}
+
+/// The requests a connection sends in turn, round-robin.
+pub(crate) type Mix = Arc<[RequestSpec]>;
+
+/// How requests are paced.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Pacing {
+    /// Send as soon as the previous answer is in, after `think`.
+    Closed { think: Duration },
+    /// `rate` requests per second in all, on a fixed schedule.
+    Open { rate: f64 },
+}
+
+/// One load to run.
+#[derive(Clone, Debug)]
+pub(crate) struct Load {
+    pub(crate) target: SocketAddr,
+    pub(crate) connections: usize,
+    pub(crate) duration: Duration,
+    pub(crate) pacing: Pacing,
+    /// Connection `i` sends `mixes[i % mixes.len()]` (e.g. one mix per user).
+    pub(crate) mixes: Vec<Mix>,
+}
+
+/// What a load measured.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Figures {
+    pub(crate) connections: usize,
+    /// `closed` or `open`.
+    pub(crate) pacing: &'static str,
+    /// The open loop's intended rate.
+    pub(crate) target_rate: Option<f64>,
+    pub(crate) duration_s: f64,
+    /// Every request that got an answer or failed.
+    pub(crate) requests: u64,
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) max_ms: f64,
+    pub(crate) mean_ms: f64,
+    pub(crate) errors: u64,
+    /// By kind: `http 503`, `connect`, `io`, `timeout`.
+    pub(crate) error_kinds: BTreeMap<String, u64>,
+}
+
+/// What one connection saw.
+struct Tally {
+    latencies: Histogram<u64>,
+    requests: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+// === impl Tally ===
+
+impl Tally {
+    fn new() -> Self {
+        // 1 µs to 1 h at 3 significant digits.
+        let latencies = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        Self { latencies, requests: 0, errors: BTreeMap::new() }
+    }
+
+    fn error(&mut self, kind: String) {
+        self.requests += 1;
+        *self.errors.entry(kind).or_default() += 1;
+    }
+
+    fn success(&mut self, latency: Duration) {
+        self.requests += 1;
+        self.latencies.saturating_record((latency.as_micros() as u64).max(1));
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.latencies.add(&other.latencies).expect("histograms of the same bounds");
+        for (kind, n) in other.errors {
+            *self.errors.entry(kind).or_default() += n;
+        }
+    }
+}
+
+// === impl Load ===
+
+impl Load {
+    /// Runs the load: connects every connection first, then drives them all until the deadline.
+    pub(crate) async fn run(self) -> anyhow::Result<Figures> {
+        conn::ensure_loopback(self.target)?;
+        anyhow::ensure!(
+            (1..=MAX_CONNECTIONS).contains(&self.connections),
+            "connections must be 1..={MAX_CONNECTIONS}, not {}",
+            self.connections
+        );
+        anyhow::ensure!(self.duration <= MAX_DURATION, "a load runs at most {MAX_DURATION:?}");
+        anyhow::ensure!(!self.mixes.is_empty() && self.mixes.iter().all(|m| !m.is_empty()), "an empty mix");
+        if let Pacing::Open { rate } = self.pacing {
+            anyhow::ensure!(rate > 0.0, "an open loop needs a positive rate");
+        }
+
+        let opened = self.open_connections().await;
+        let start = Instant::now();
+        let deadline = start + self.duration;
+        let run = next_run_id();
+        let mut drivers = JoinSet::new();
+        for (index, conn) in opened.into_iter().enumerate() {
+            let driver = Driver {
+                index,
+                target: self.target,
+                mix: self.mixes[index % self.mixes.len()].clone(),
+                first_send: start + self.schedule_offset(index),
+                interval: self.interval(),
+                think: self.think(),
+                deadline,
+                run,
+            };
+            drivers.spawn(driver.drive(conn));
+        }
+        let mut total = Tally::new();
+        while let Some(tally) = drivers.join_next().await {
+            total.merge(tally?);
+        }
+        Ok(self.figures(total, start.elapsed()))
+    }
+
+    async fn open_connections(&self) -> Vec<Option<Conn>> {
+        let mut opening = JoinSet::new();
+        for index in 0..self.connections {
+            let target = self.target;
+            opening.spawn(async move {
+                let source = conn::source_address(LOAD_BLOCK, index);
+                (index, Conn::open(target, source, CONNECT_TIMEOUT).await.ok())
+            });
+        }
+        let mut opened: Vec<Option<Conn>> = (0..self.connections).map(|_| None).collect();
+        while let Some(Ok((index, conn))) = opening.join_next().await {
+            opened[index] = conn;
+        }
+        opened
+    }
+
+    /// Time between two requests of one connection, in the open loop.
+    fn interval(&self) -> Option<Duration> {
+        match self.pacing {
+            Pacing::Closed { .. } => None,
+            Pacing::Open { rate } => Some(Duration::from_secs_f64(self.connections as f64 / rate)),
+        }
+    }
+
+    /// Connections start their schedules spread over one interval, not all at once.
+    fn schedule_offset(&self, index: usize) -> Duration {
+        self.interval()
+            .map_or(Duration::ZERO, |interval| interval.mul_f64(index as f64 / self.connections as f64))
+    }
+
+    fn think(&self) -> Duration {
+        match self.pacing {
+            Pacing::Closed { think } => think,
+            Pacing::Open { .. } => Duration::ZERO,
+        }
+    }
+
+    fn figures(&self, tally: Tally, elapsed: Duration) -> Figures {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let h = &tally.latencies;
+        let (pacing, target_rate) = match self.pacing {
+            Pacing::Closed { .. } => ("closed", None),
+            Pacing::Open { rate } => ("open", Some(rate)),
+        };
+        Figures {
+            connections: self.connections,
+            pacing,
+            target_rate,
+            duration_s: elapsed.as_secs_f64(),
+            requests: tally.requests,
+            rps: tally.requests as f64 / elapsed.as_secs_f64().max(1e-9),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+            mean_ms: h.mean() / 1000.0,
+            errors: tally.errors.values().sum(),
+            error_kinds: tally.errors,
+        }
+    }
+}
+
+/// Distinguishes the `idempotency-key`s of one load from every other load's.
+fn next_run_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    epoch * 1000 + NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One connection's loop.
+struct Driver {
+    index: usize,
+    target: SocketAddr,
+    mix: Mix,
+    /// When the first request is intended to go out.
+    first_send: Instant,
+    /// Open loop: the fixed time between this connection's intended sends.
+    interval: Option<Duration>,
+    /// Closed loop: the pause after each answer (a user reading the page).
+    think: Duration,
+    deadline: Instant,
+    run: u64,
+}
+
+// === impl Driver ===
+
+impl Driver {
+    async fn drive(self, mut conn: Option<Conn>) -> Tally {
+        let mut tally = Tally::new();
+        let mut sent: u32 = 0;
+        loop {
+            let intended = match self.interval {
+                Some(interval) => self.first_send + interval * sent,
+                None => Instant::now(),
+            };
+            if intended >= self.deadline {
+                break;
+            }
+            tokio::time::sleep_until(intended.into()).await;
+            let spec = &self.mix[sent as usize % self.mix.len()];
+            let request = self.request(spec, sent);
+            sent += 1;
+            match tokio::time::timeout(REQUEST_TIMEOUT, self.send(&mut conn, request)).await {
+                Ok(Ok(status)) if (200..300).contains(&status) => tally.success(intended.elapsed()),
+                Ok(Ok(status)) => tally.error(format!("http {status}")),
+                Ok(Err(Failure::Connect(_))) => {
+                    tally.error("connect".into());
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                }
+                Ok(Err(Failure::Io(_))) => {
+                    tally.error("io".into());
+                    conn = None;
+                }
+                Err(_) => {
+                    tally.error("timeout".into());
+                    conn = None;
+                }
+            }
+            if !self.think.is_zero() {
+                tokio::time::sleep_until((Instant::now() + self.think).min(self.deadline).into()).await;
+            }
+        }
+        tally
+    }
+
+    /// Sends on the open connection, first opening a new one when there is none or the
+    /// server closed it (a keep-alive limit is not an error).
+    async fn send(&self, conn: &mut Option<Conn>, request: Request<Full<Bytes>>) -> Result<u16, Failure> {
+        if !conn.as_ref().is_some_and(Conn::is_open) {
+            let source = conn::source_address(LOAD_BLOCK, self.index);
+            *conn = Some(Conn::open(self.target, source, CONNECT_TIMEOUT).await?);
+        }
+        let open = conn.as_mut().expect("just opened");
+        Ok(open.send(request).await?.status().as_u16())
+    }
+
+    fn request(&self, spec: &RequestSpec, sent: u32) -> Request<Full<Bytes>> {
+        let mut builder = Request::builder().method(spec.method.clone()).uri(&spec.path);
+        for (name, value) in &spec.headers {
+            builder = builder.header(name, value);
+        }
+        if spec.unique_idempotency_key {
+            builder = builder.header("idempotency-key", format!("bench-{}-{}-{sent}", self.run, self.index));
+        }
+        builder.body(Full::new(spec.body.clone())).expect("a request built from valid parts")
+    }
+}
