@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::{HeaderName, HeaderValue, Method, Request};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -91,6 +91,8 @@ pub(crate) struct Figures {
     pub(crate) errors: u64,
     /// By kind: `http 503`, `connect`, `io`, `timeout`.
     pub(crate) error_kinds: BTreeMap<String, u64>,
+    /// The first answer (or cause) of each kind, shortened: what the server said.
+    pub(crate) error_samples: BTreeMap<String, String>,
 }
 
 /// What one connection saw.
@@ -98,7 +100,11 @@ struct Tally {
     latencies: Histogram<u64>,
     requests: u64,
     errors: BTreeMap<String, u64>,
+    samples: BTreeMap<String, String>,
 }
+
+/// Characters of an error's answer kept as its sample.
+const SAMPLE_CHARS: usize = 200;
 
 // === impl Tally ===
 
@@ -106,11 +112,12 @@ impl Tally {
     fn new() -> Self {
         // 1 µs to 1 h at 3 significant digits.
         let latencies = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
-        Self { latencies, requests: 0, errors: BTreeMap::new() }
+        Self { latencies, requests: 0, errors: BTreeMap::new(), samples: BTreeMap::new() }
     }
 
-    fn error(&mut self, kind: String) {
+    fn error(&mut self, kind: String, sample: impl FnOnce() -> String) {
         self.requests += 1;
+        self.samples.entry(kind.clone()).or_insert_with(|| sample().chars().take(SAMPLE_CHARS).collect());
         *self.errors.entry(kind).or_default() += 1;
     }
 
@@ -124,6 +131,9 @@ impl Tally {
         self.latencies.add(&other.latencies).expect("histograms of the same bounds");
         for (kind, n) in other.errors {
             *self.errors.entry(kind).or_default() += n;
+        }
+        for (kind, sample) in other.samples {
+            self.samples.entry(kind).or_insert(sample);
         }
     }
 }
@@ -228,6 +238,7 @@ impl Load {
             mean_ms: h.mean() / 1000.0,
             errors: tally.errors.values().sum(),
             error_kinds: tally.errors,
+            error_samples: tally.samples,
         }
     }
 }
@@ -273,18 +284,20 @@ impl Driver {
             let request = self.request(spec, sent);
             sent += 1;
             match tokio::time::timeout(REQUEST_TIMEOUT, self.send(&mut conn, request)).await {
-                Ok(Ok(status)) if (200..300).contains(&status) => tally.success(intended.elapsed()),
-                Ok(Ok(status)) => tally.error(format!("http {status}")),
-                Ok(Err(Failure::Connect(_))) => {
-                    tally.error("connect".into());
+                Ok(Ok((status, _))) if status.is_success() => tally.success(intended.elapsed()),
+                Ok(Ok((status, body))) => {
+                    tally.error(format!("http {}", status.as_u16()), || String::from_utf8_lossy(&body).into())
+                }
+                Ok(Err(failure @ Failure::Connect(_))) => {
+                    tally.error("connect".into(), || failure.to_string());
                     tokio::time::sleep(RECONNECT_PAUSE).await;
                 }
-                Ok(Err(Failure::Io(_))) => {
-                    tally.error("io".into());
+                Ok(Err(failure @ Failure::Io(_))) => {
+                    tally.error("io".into(), || failure.to_string());
                     conn = None;
                 }
                 Err(_) => {
-                    tally.error("timeout".into());
+                    tally.error("timeout".into(), || format!("no whole answer in {REQUEST_TIMEOUT:?}"));
                     conn = None;
                 }
             }
@@ -297,13 +310,18 @@ impl Driver {
 
     /// Sends on the open connection, first opening a new one when there is none or the
     /// server closed it (a keep-alive limit is not an error).
-    async fn send(&self, conn: &mut Option<Conn>, request: Request<Full<Bytes>>) -> Result<u16, Failure> {
+    async fn send(
+        &self,
+        conn: &mut Option<Conn>,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), Failure> {
         if !conn.as_ref().is_some_and(Conn::is_open) {
             let source = conn::source_address(LOAD_BLOCK, self.index);
             *conn = Some(Conn::open(self.target, source, CONNECT_TIMEOUT).await?);
         }
         let open = conn.as_mut().expect("just opened");
-        Ok(open.send(request).await?.status().as_u16())
+        let response = open.send(request).await?;
+        Ok((response.status(), response.into_body()))
     }
 
     fn request(&self, spec: &RequestSpec, sent: u32) -> Request<Full<Bytes>> {

@@ -105,6 +105,9 @@ pub(crate) fn print_row(label: &str, f: &Figures) {
     if !f.error_kinds.is_empty() {
         let kinds: Vec<String> = f.error_kinds.iter().map(|(kind, n)| format!("{kind}: {n}")).collect();
         println!("  {:<34} errors by kind: {}", "", kinds.join(", "));
+        for (kind, sample) in &f.error_samples {
+            println!("  {:<34} first {kind}: {sample}", "");
+        }
     }
 }
 
