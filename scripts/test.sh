@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone on a fresh machine.
 #
-# Installs what the tests need and is missing (redis-server, from Debian packages, when run as
-# root), checks formatting and lints, then runs every test of the workspace. Tests start their
-# own redis-server on free loopback ports; nothing here touches a server already running.
+# Installs what the tests need and is missing (redis-server, nginx, chromium, from Debian
+# packages, when run as root), checks formatting and lints, then runs every test of the
+# workspace. Tests start their own redis-server on free loopback ports; nothing here touches a
+# server already running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
   apt_install redis-server
 fi
 say "$(redis-server --version | cut -d' ' -f1-3)"
+
+# The bench's hop scenario (meshctl/tests/bench.rs) puts nginx in front of a backend to compare
+# the router with it. Debian's package is under /usr/sbin, which a non-root PATH may lack.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  need_root_for nginx nginx-light
+  say "installing nginx"
+  apt_install nginx-light
+fi
 
 # The status page test renders the router's page in headless Chromium.
 if ! command -v chromium >/dev/null 2>&1; then

@@ -76,7 +76,14 @@ fn line_panel(
         .y_label_area_size(70)
         .build_cartesian_2d((1f64..x_max).log_scale(), 0f64..y_max)
         .map_err(plot_error)?;
-    chart.configure_mesh().x_desc("simultaneous users").y_desc(y_desc).draw().map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("simultaneous users")
+        .y_desc(y_desc)
+        .x_label_formatter(&|users| format!("{users:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .map_err(plot_error)?;
     let points: Vec<(f64, f64)> = xs.iter().copied().zip(ys.iter().copied()).collect();
     chart.draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2))).map_err(plot_error)?;
     chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, BLUE.filled()))).map_err(plot_error)?;
@@ -107,6 +114,7 @@ fn bar_panel(
     chart
         .configure_mesh()
         .y_desc(y_desc)
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .x_labels(bars.len())
         .x_label_formatter(&|v| match v {
             SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
