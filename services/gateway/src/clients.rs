@@ -195,6 +195,8 @@ rpcs!(UserServiceClient {
 rpcs!(QuotaServiceClient {
     consume(quota_pb::ConsumeRequest) -> quota_pb::QuotaStatus;
     get_quota(quota_pb::GetQuotaRequest) -> quota_pb::QuotaStatus;
+    lease(quota_pb::LeaseRequest) -> quota_pb::LeaseGrant;
+    release(quota_pb::ReleaseRequest) -> quota_pb::QuotaStatus;
 });
 
 rpcs!(OrdersServiceClient {

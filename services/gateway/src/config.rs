@@ -66,6 +66,8 @@ pub struct Config {
     pub cache_timeout: Duration,
     /// The approximate per-principal limit kept while the quota service is down.
     pub local_quota: LocalQuotaConfig,
+    /// Slices of each principal's quota window this gateway leases and meters by itself.
+    pub quota_leases: crate::quota::LeaseConfig,
     /// Server-sent event streams: caps, buffering, keep-alive.
     pub streams: crate::streams::StreamConfig,
     /// Bounds of the durable order queue (business gateway): past them, 503 instead of 202.
@@ -226,6 +228,7 @@ impl Config {
             response_cache_ttl: Duration::from_secs(30),
             cache_timeout: crate::fallback::DEFAULT_TIMEOUT,
             local_quota: LocalQuotaConfig::default(),
+            quota_leases: crate::quota::LeaseConfig::default(),
             streams: crate::streams::StreamConfig::default(),
             order_queue: crate::business::queue::QueueLimits::default(),
             trusted_proxies: mesh_core::forwarded::TrustedProxies::loopback(),

@@ -77,7 +77,8 @@ pub async fn state_with(cfg: Config, clients: Clients) -> anyhow::Result<AppStat
     let api_keys = ApiKeyVerifier::new(lkg.clone(), cfg.api_key_cache_ttl);
     let authn = Authenticator::new(jwks, api_keys, clients.auth.clone());
     let local_quota = Arc::new(quota::LocalQuota::new(cfg.local_quota.clone()));
-    let meter = quota::Meter::new(clients.quota.clone(), local_quota, lkg.clone());
+    let leases = Arc::new(quota::Leases::new(clients.quota.clone(), cfg.quota_leases.clone()));
+    let meter = quota::Meter::new(leases, local_quota, lkg.clone());
     let streams = Arc::new(streams::StreamSlots::new(&cfg.streams, store.clone()));
     let Clients { auth, users, quota, orders, articles, analytics, channels } = clients;
     Ok(AppState {
@@ -162,6 +163,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> an
         }
     });
     state.authn.jwks.clone().spawn_refresher(jwks_refresh, drain.signaled());
+    state.meter.leases().clone().spawn_releaser(drain.signaled());
     let readiness = Readiness::new(drain.clone());
     // The store is watched, not required: the gateway serves while Redis is down.
     readiness.watch_store(state.store.clone());

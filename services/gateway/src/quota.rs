@@ -1,13 +1,17 @@
 //! Metering: every authenticated request counts against its principal's quota ([`meter`], the
 //! step after authentication).
 //!
-//! The quota service counts (atomic windows in Redis, shared by every replica). When it cannot
+//! The quota service counts (atomic windows in Redis, shared by every replica); a gateway leases
+//! small slices of a principal's window from it and admits from them ([`Leases`]), so the count
+//! stays exact at a gRPC hop per slice rather than per request. When it cannot
 //! answer, the request is counted by [`LocalQuota`] instead — an approximate limit in this
 //! process — and the answer is marked degraded: a metering outage must not become an API outage,
 //! nor an unlimited one.
 
+mod leases;
 mod local;
 
+pub use leases::{LeaseConfig, Leased, Leases};
 pub use local::LocalQuota;
 
 use std::sync::Arc;
@@ -16,11 +20,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use mesh_proto::quota::{ConsumeRequest, QuotaStatus};
+use mesh_proto::quota::QuotaStatus;
 use serde::{Deserialize, Serialize};
 
 use crate::authn::Principal;
-use crate::clients::Quota;
 use crate::context::MESH_FALLBACK;
 use crate::error::ApiError;
 use crate::fallback::{Fallback, LastKnownGood};
@@ -64,11 +67,11 @@ pub struct Metered {
     pub local: bool,
 }
 
-/// What metering needs: the quota service, the local limit kept while it is down, and the
-/// remembered statuses that seed it. The state of the [`meter`] step.
+/// What metering needs: the leases of the quota service's windows, the local limit kept while
+/// it is down, and the remembered statuses that seed it. The state of the [`meter`] step.
 #[derive(Clone, Debug)]
 pub struct Meter {
-    quota: Quota,
+    leases: Arc<Leases>,
     local: Arc<LocalQuota>,
     lkg: LastKnownGood,
 }
@@ -76,19 +79,23 @@ pub struct Meter {
 // === impl Meter ===
 
 impl Meter {
-    pub fn new(quota: Quota, local: Arc<LocalQuota>, lkg: LastKnownGood) -> Self {
-        Self { quota, local, lkg }
+    pub fn new(leases: Arc<Leases>, local: Arc<LocalQuota>, lkg: LastKnownGood) -> Self {
+        Self { leases, local, lkg }
     }
 
-    /// Counts one request with the quota service, or locally when it cannot answer.
+    pub fn leases(&self) -> &Arc<Leases> {
+        &self.leases
+    }
+
+    /// Counts one request against the quota service's window (through this gateway's lease), or
+    /// locally when the service cannot answer.
     pub async fn consume(&self, principal: &Principal) -> Metered {
-        let request = ConsumeRequest { principal: principal.user_id.clone(), cost: 1 };
-        match self.quota.consume(request).await {
-            Ok(status) => {
+        match self.leases.take(&principal.user_id).await {
+            leases::Leased::Status(status) => {
                 self.local.observe(&principal.user_id, &status);
                 Metered { status, local: false }
             }
-            Err(failure) => {
+            leases::Leased::Failed(failure) => {
                 let seed = if self.local.knows(&principal.user_id) {
                     None
                 } else {

@@ -6,13 +6,19 @@ use mesh_core::ServiceError;
 use mesh_core::ids::unix_now;
 use mesh_core::store::{Bounded, Store};
 use mesh_proto::quota::quota_service_server::QuotaService;
-use mesh_proto::quota::{ConsumeRequest, GetQuotaRequest, QuotaStatus, SetPlanRequest};
+use mesh_proto::quota::{
+    ConsumeRequest, GetQuotaRequest, LeaseGrant, LeaseRequest, QuotaStatus, ReleaseRequest, SetPlanRequest,
+};
 use tonic::{Request, Response, Status};
 
 use crate::config::{Config, Plan};
 
 /// The largest cost one call may consume; bigger asks are a client bug.
 const MAX_COST: u32 = 10_000;
+
+/// Atomic tries of one lease before it answers "nothing this time" (each lost try means other
+/// callers took what was left).
+const LEASE_TRIES: usize = 8;
 
 pub struct QuotaApi {
     cfg: Config,
@@ -99,12 +105,62 @@ impl QuotaApi {
         Ok(status)
     }
 
+    /// Counts as many of `want` requests as still fit, in one atomic step per try: a try that
+    /// loses a race with another caller learns what is left and asks for that.
+    async fn lease(&self, req: LeaseRequest) -> Result<LeaseGrant, ServiceError> {
+        if req.want == 0 || req.want > MAX_COST {
+            return Err(ServiceError::invalid(format!("want: between 1 and {MAX_COST}")));
+        }
+        let window = self.window(&req.principal).await?;
+        let ttl = Duration::from_secs((window.reset_at - unix_now()).max(1) as u64 + 5);
+        let limit = i64::try_from(window.plan.limit).unwrap_or(i64::MAX);
+        let mut ask = i64::from(req.want);
+        for _ in 0..LEASE_TRIES {
+            match self.store.add_bounded(&window.key, ask, 0, limit, Some(ttl)).await? {
+                Bounded::Applied(used) => {
+                    let status = Self::status(&req.principal, &window, used, true);
+                    return Ok(LeaseGrant { granted: ask as u32, status: Some(status) });
+                }
+                Bounded::Refused(used) if used >= limit => {
+                    let status = Self::status(&req.principal, &window, used, false);
+                    return Ok(LeaseGrant { granted: 0, status: Some(status) });
+                }
+                Bounded::Refused(used) => ask = ask.min(limit - used),
+            }
+        }
+        // Every try lost a race: answer "nothing this time" rather than loop; the caller asks
+        // again with its next request.
+        let used = self.used(&window).await?;
+        Ok(LeaseGrant { granted: 0, status: Some(Self::status(&req.principal, &window, used, false)) })
+    }
+
+    /// Uncounts what a lease did not use, in the window it was leased in only.
+    async fn release(&self, req: ReleaseRequest) -> Result<QuotaStatus, ServiceError> {
+        if req.count == 0 || req.count > MAX_COST {
+            return Err(ServiceError::invalid(format!("count: between 1 and {MAX_COST}")));
+        }
+        let window = self.window(&req.principal).await?;
+        if window.reset_at != req.reset_at {
+            let used = self.used(&window).await?;
+            return Ok(Self::status(&req.principal, &window, used, true));
+        }
+        let limit = i64::try_from(window.plan.limit).unwrap_or(i64::MAX);
+        let used = match self.store.add_bounded(&window.key, -i64::from(req.count), 0, limit, None).await? {
+            Bounded::Applied(used) | Bounded::Refused(used) => used,
+        };
+        Ok(Self::status(&req.principal, &window, used, true))
+    }
+
+    async fn used(&self, window: &Window<'_>) -> Result<i64, ServiceError> {
+        match self.store.get(&window.key).await? {
+            Some(raw) => raw.parse::<i64>().map_err(ServiceError::internal),
+            None => Ok(0),
+        }
+    }
+
     async fn get(&self, req: GetQuotaRequest) -> Result<QuotaStatus, ServiceError> {
         let window = self.window(&req.principal).await?;
-        let used = match self.store.get(&window.key).await? {
-            Some(raw) => raw.parse::<i64>().map_err(ServiceError::internal)?,
-            None => 0,
-        };
+        let used = self.used(&window).await?;
         Ok(Self::status(&req.principal, &window, used, true))
     }
 
@@ -134,5 +190,13 @@ impl QuotaService for QuotaApi {
 
     async fn set_plan(&self, request: Request<SetPlanRequest>) -> Result<Response<QuotaStatus>, Status> {
         Ok(Response::new(QuotaApi::set_plan(self, request.into_inner()).await?))
+    }
+
+    async fn lease(&self, request: Request<LeaseRequest>) -> Result<Response<LeaseGrant>, Status> {
+        Ok(Response::new(QuotaApi::lease(self, request.into_inner()).await?))
+    }
+
+    async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<QuotaStatus>, Status> {
+        Ok(Response::new(QuotaApi::release(self, request.into_inner()).await?))
     }
 }

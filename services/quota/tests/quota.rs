@@ -165,3 +165,36 @@ async fn serves_grpc_health_and_reports_not_serving_on_drain() {
     assert_eq!(next.status, 2, "NOT_SERVING during the drain grace");
     stopping.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn leases_grant_what_fits_and_releases_give_back_only_to_their_window() {
+    use mesh_proto::quota::{LeaseRequest, ReleaseRequest};
+    let redis = RedisServer::start().await.unwrap();
+    let (_svc, mut client) = replica(config(redis_store(&redis), 10)).await;
+    let lease = |want| LeaseRequest { principal: "user-l".into(), want };
+
+    let grant = client.lease(lease(4)).await.unwrap().into_inner();
+    let status = grant.status.unwrap();
+    assert_eq!((grant.granted, status.used, status.remaining), (4, 4, 6));
+    let grant = client.lease(lease(8)).await.unwrap().into_inner();
+    assert_eq!((grant.granted, grant.status.unwrap().remaining), (6, 0), "only what was left");
+    let spent = client.lease(lease(1)).await.unwrap().into_inner();
+    assert_eq!(spent.granted, 0);
+    assert!(!spent.status.unwrap().allowed);
+
+    let reset_at = status.reset_at;
+    let back = ReleaseRequest { principal: "user-l".into(), reset_at, count: 3 };
+    assert_eq!(client.release(back).await.unwrap().into_inner().remaining, 3);
+    let ended = ReleaseRequest { principal: "user-l".into(), reset_at: reset_at - 3600, count: 3 };
+    assert_eq!(
+        client.release(ended).await.unwrap().into_inner().remaining,
+        3,
+        "an ended window is not credited"
+    );
+
+    for bad in [lease(0), lease(10_001)] {
+        assert_eq!(client.lease(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    }
+    let zero = ReleaseRequest { principal: "user-l".into(), reset_at, count: 0 };
+    assert_eq!(client.release(zero).await.unwrap_err().code(), Code::InvalidArgument);
+}
