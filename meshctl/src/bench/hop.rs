@@ -250,6 +250,11 @@ http {{
 
 /// The router with one pool (the backend) and one catch-all rule, per-client rate limit off.
 /// Its health probe is the default, `/readyz` every second.
+///
+/// A config file's `pools` are merged into the default ones (`identity` at 127.0.0.1:8081,
+/// `business` at :8082) rather than replacing them, so those two are pointed at the backend as
+/// well: no rule sends them anything, and their probes then never touch a `meshctl up` running
+/// on the documented ports.
 fn router_toml(listen: SocketAddr, admin: SocketAddr, backend: SocketAddr) -> String {
     format!(
         r#"listen = "{listen}"
@@ -257,6 +262,12 @@ admin_listen = "{admin}"
 rules = [{{ prefix = "/", pool = "backend" }}]
 
 [pools.backend]
+instances = ["{backend}"]
+
+[pools.identity]
+instances = ["{backend}"]
+
+[pools.business]
 instances = ["{backend}"]
 
 [limits]

@@ -220,9 +220,12 @@ impl Load {
     fn figures(&self, tally: Tally, elapsed: Duration) -> Figures {
         let ms = |micros: u64| micros as f64 / 1000.0;
         let h = &tally.latencies;
-        let (pacing, target_rate) = match self.pacing {
-            Pacing::Closed { .. } => ("closed", None),
-            Pacing::Open { rate } => ("open", Some(rate)),
+        // A closed loop's requests in flight at the deadline finish and count, so its rate is
+        // over the time until the last one did; an open loop's is over its schedule, so a slow
+        // last answer does not dilute the rate it kept.
+        let (pacing, target_rate, span) = match self.pacing {
+            Pacing::Closed { .. } => ("closed", None, elapsed),
+            Pacing::Open { rate } => ("open", Some(rate), self.duration),
         };
         Figures {
             connections: self.connections,
@@ -230,7 +233,7 @@ impl Load {
             target_rate,
             duration_s: elapsed.as_secs_f64(),
             requests: tally.requests,
-            rps: tally.requests as f64 / elapsed.as_secs_f64().max(1e-9),
+            rps: tally.requests as f64 / span.as_secs_f64().max(1e-9),
             p50_ms: ms(h.value_at_quantile(0.50)),
             p99_ms: ms(h.value_at_quantile(0.99)),
             p999_ms: ms(h.value_at_quantile(0.999)),

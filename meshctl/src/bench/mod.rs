@@ -156,6 +156,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 async fn run_scenarios(args: BenchArgs) -> anyhow::Result<()> {
     let settings = Settings { short: args.short };
+    procs::raise_open_file_limit();
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let this = std::env::current_exe().context("finding this program")?;
     let mesh_bin = args.mesh_bin.clone().unwrap_or_else(|| this.clone());

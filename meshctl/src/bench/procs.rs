@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::process::{Pid, Resource, Rlimit, Signal, getrlimit, kill_process_group, setrlimit};
 use tokio::process::{Child, Command};
 
 /// How often a wait looks at its condition again.
@@ -174,6 +174,15 @@ impl PeakRss {
 impl Drop for PeakRss {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit (children inherit it): a thousand
+/// connections and the mesh's side of them need more than the usual soft limit of 1024.
+pub(crate) fn raise_open_file_limit() {
+    let limit = getrlimit(Resource::Nofile);
+    if limit.maximum != limit.current {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum });
     }
 }
 
