@@ -78,6 +78,9 @@ struct Slice {
     /// `left`: the service counted the slice already).
     status: Option<QuotaStatus>,
     touched: Instant,
+    /// Given back and out of the map: a request that found it just before must take a new one,
+    /// or what it leased here would never be given back.
+    retired: bool,
 }
 
 // === impl Leases ===
@@ -100,8 +103,12 @@ impl Leases {
         if slices.len() >= self.cfg.max_principals {
             return None;
         }
-        let slice =
-            Arc::new(tokio::sync::Mutex::new(Slice { left: 0, status: None, touched: Instant::now() }));
+        let slice = Arc::new(tokio::sync::Mutex::new(Slice {
+            left: 0,
+            status: None,
+            touched: Instant::now(),
+            retired: false,
+        }));
         slices.insert(principal.to_owned(), slice.clone());
         Some(slice)
     }
@@ -109,10 +116,15 @@ impl Leases {
     /// Admits or refuses one request of `principal`: from its slice when one is left, else from a
     /// new lease. Requests of one principal wait for each other only while a lease is asked for.
     pub async fn take(&self, principal: &str) -> Leased {
-        let Some(slice) = self.slice(principal) else {
-            return self.lease_one(principal).await;
+        let mut slice = loop {
+            let Some(slice) = self.slice(principal) else {
+                return self.lease_one(principal).await;
+            };
+            let slice = slice.lock_owned().await;
+            if !slice.retired {
+                break slice;
+            }
         };
-        let mut slice = slice.lock().await;
         slice.touched = Instant::now();
         let now = mesh_core::ids::unix_now();
         if let Some(status) = &slice.status
@@ -185,6 +197,7 @@ impl Leases {
             if !everything && slice.touched.elapsed() < self.cfg.idle {
                 continue;
             }
+            slice.retired = true;
             let left = std::mem::take(&mut slice.left);
             let reset_at = slice.status.as_ref().map(|s| s.reset_at);
             self.slices().remove(&principal);
@@ -268,7 +281,7 @@ mod tests {
     fn what_a_gateway_shows_adds_its_slice_to_what_the_service_has_left() {
         let status =
             QuotaStatus { limit: 100, used: 40, remaining: 60, allowed: true, ..QuotaStatus::default() };
-        let slice = Slice { left: 9, status: Some(status), touched: Instant::now() };
+        let slice = Slice { left: 9, status: Some(status), touched: Instant::now(), retired: false };
         let seen = slice.seen(true);
         assert_eq!((seen.remaining, seen.used, seen.allowed), (69, 31, true));
     }
