@@ -41,6 +41,9 @@ pub(crate) struct HopReport {
     /// Why the scenario did not run (nginx missing).
     pub(crate) skipped: Option<String>,
     pub(crate) runs: Vec<HopRun>,
+    /// The load straight at the backend, no proxy: the ceiling of this load generator and
+    /// backend on this machine, against which both proxies' figures are read.
+    pub(crate) direct: Option<Figures>,
     pub(crate) best_nginx: Option<Figures>,
     pub(crate) best_router: Option<Figures>,
     /// Router req/s over nginx req/s, best of each.
@@ -57,6 +60,7 @@ struct Hop {
     backend: Guard,
     nginx: Guard,
     router: Guard,
+    backend_addr: SocketAddr,
     nginx_addr: SocketAddr,
     router_addr: SocketAddr,
 }
@@ -74,19 +78,28 @@ pub(crate) async fn run(settings: &Settings, router_bin: &Path) -> anyhow::Resul
     let router_rss_idle_kib = procs::rss_kib(router_pid);
     let router_peak = PeakRss::watch(router_pid);
 
+    let direct = measure(settings, hop.backend_addr).await?;
+    report::print_row("direct to the backend (no proxy)", &direct);
     let mut runs = Vec::new();
     for round in 1..=settings.hop_rounds() {
         for (proxy, addr) in [("nginx", hop.nginx_addr), ("router", hop.router_addr)] {
-            let load = hop_load(settings, addr);
-            Load { duration: settings.warmup(), ..load.clone() }.run().await?;
-            let figures = load.run().await?;
+            let figures = measure(settings, addr).await?;
             report::print_row(&format!("{proxy} round {round}"), &figures);
             runs.push(HopRun { proxy, round, figures });
         }
     }
     let router_rss_peak_kib = Some(router_peak.peak());
     hop.stop().await;
-    Ok(summarise(runs, router_rss_idle_kib, router_rss_peak_kib))
+    let report = summarise(runs, router_rss_idle_kib, router_rss_peak_kib);
+    let totals = report.totals.add(Totals::of([&direct]));
+    Ok(HopReport { totals, direct: Some(direct), ..report })
+}
+
+/// One warm-up (not recorded), then the measured load.
+async fn measure(settings: &Settings, target: SocketAddr) -> anyhow::Result<Figures> {
+    let load = hop_load(settings, target);
+    Load { duration: settings.warmup(), ..load.clone() }.run().await?;
+    load.run().await
 }
 
 /// The same load for both proxies: closed loop, `GET /`.
@@ -141,6 +154,7 @@ fn summarise(
         totals: Totals::of(runs.iter().map(|r| &r.figures)),
         skipped: None,
         runs,
+        direct: None,
         best_nginx,
         best_router,
         router_nginx_ratio: ratio,
@@ -187,7 +201,7 @@ impl Hop {
         wait_answering(&mut router, router_admin, "/readyz").await?;
         // Ready means listening; the backend is used once the first probe has passed.
         wait_answering(&mut router, router_addr, "/").await?;
-        Ok(Self { _dir: dir, backend, nginx, router, nginx_addr, router_addr })
+        Ok(Self { _dir: dir, backend, nginx, router, backend_addr, nginx_addr, router_addr })
     }
 
     async fn stop(self) {
