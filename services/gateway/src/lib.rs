@@ -81,7 +81,7 @@ pub async fn state_with(cfg: Config, clients: Clients) -> anyhow::Result<AppStat
     let meter = quota::Meter::new(leases, local_quota, lkg.clone());
     let streams = Arc::new(streams::StreamSlots::new(&cfg.streams, store.clone()));
     let Clients { auth, users, quota, orders, articles, analytics, channels } = clients;
-    Ok(AppState {
+    Ok(AppState::new(state::Shared {
         cfg: Arc::new(cfg),
         auth,
         users,
@@ -96,7 +96,7 @@ pub async fn state_with(cfg: Config, clients: Clients) -> anyhow::Result<AppStat
         lkg,
         streams,
         seen_locks: Arc::default(),
-    })
+    }))
 }
 
 /// The gateway's routes for its domain, inside the edge stack; the admin routes sit beside

@@ -115,7 +115,7 @@ impl Meter {
 /// quota (429 past it) and adds the `RateLimit-*` headers. An answer metered locally because the
 /// quota service was down is marked `x-mesh-fallback: degraded` (unless the handler marked it
 /// already: its mark says more about the body).
-pub async fn meter(State(meter): State<Meter>, req: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn meter(State(meter): State<Arc<Meter>>, req: Request, next: Next) -> Result<Response, ApiError> {
     // Only behind `authenticate`; without a principal nothing is served (fail closed).
     let Some(principal) = req.extensions().get::<Principal>().cloned() else {
         return Err(ApiError::unauthorized("this route needs a principal"));

@@ -11,8 +11,27 @@ use crate::fallback::LastKnownGood;
 use crate::quota::Meter;
 use crate::streams::StreamSlots;
 
+/// What every handler shares, behind one `Arc`: axum clones a handler's state for every request,
+/// and cloning each channel, verifier and store handle was a measurable share of a request's
+/// time (the profile of `GET /v1/users/me`).
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
     pub cfg: Arc<Config>,
     /// One handle per service ([`crate::clients`]); those outside the domain are never dialled.
     pub auth: Auth,

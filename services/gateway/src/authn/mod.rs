@@ -94,7 +94,7 @@ impl Authenticator {
 /// Resolves the principal and runs the rest with it as an extension; metering is the next
 /// step ([`crate::quota::meter`]).
 pub async fn authenticate(
-    State(authn): State<Authenticator>,
+    State(authn): State<Arc<Authenticator>>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {

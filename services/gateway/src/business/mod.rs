@@ -8,6 +8,8 @@ pub mod order_events;
 pub mod orders;
 pub mod queue;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
@@ -29,6 +31,6 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/analytics/live", get(live::live))
         .route("/v1/dashboard", get(dashboard::dashboard))
         // Metering needs the principal, so it runs after authentication (the outer layer).
-        .route_layer(from_fn_with_state(state.meter.clone(), meter))
-        .route_layer(from_fn_with_state(state.authn.clone(), authenticate))
+        .route_layer(from_fn_with_state(Arc::new(state.meter.clone()), meter))
+        .route_layer(from_fn_with_state(Arc::new(state.authn.clone()), authenticate))
 }

@@ -5,6 +5,8 @@ pub mod quota;
 pub mod throttle;
 pub mod users;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
@@ -27,7 +29,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/users/me", get(users::get_me).patch(users::update_me))
         .route("/v1/quota", get(quota::get_quota))
         // Metering needs the principal, so it runs after authentication (the outer layer).
-        .route_layer(from_fn_with_state(state.meter.clone(), meter))
-        .route_layer(from_fn_with_state(state.authn.clone(), authenticate));
+        .route_layer(from_fn_with_state(Arc::new(state.meter.clone()), meter))
+        .route_layer(from_fn_with_state(Arc::new(state.authn.clone()), authenticate));
     public.merge(authenticated)
 }
