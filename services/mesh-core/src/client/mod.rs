@@ -64,7 +64,8 @@ pub struct ClientConfig {
     /// How often endpoint host names are resolved again. Default: 5s.
     #[serde(with = "humantime_serde")]
     pub dns_refresh: Duration,
-    /// Calls to this service in flight at once; past it calls fail at once (bulkhead). Default: 256.
+    /// Calls to this service in flight at once; past it calls fail at once (bulkhead). Default:
+    /// 1024, a gateway's own request limit: one call per request in flight never sheds.
     pub max_concurrency: usize,
     pub breaker: BreakerConfig,
     pub retry: RetryConfig,
@@ -104,7 +105,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(5),
             health_keepalive: Duration::from_secs(1),
             dns_refresh: Duration::from_secs(5),
-            max_concurrency: 256,
+            max_concurrency: 1024,
             breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
         }
