@@ -6,6 +6,12 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's allocator: `meshctl up` runs the whole mesh in this process, and
+/// glibc's malloc/free was a fifth of its time under load (the profile of `GET /v1/users/me`);
+/// mimalloc also gives freed memory back to the system after a burst.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "meshctl", version, about = "Run and inspect the mesh")]
 struct Cli {
