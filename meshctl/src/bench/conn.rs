@@ -5,7 +5,9 @@
 //! registrations per address, and honest load from many clients must not look like one client
 //! abusing them. Only loopback targets are accepted: the bench never loads another machine.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -40,6 +42,8 @@ pub(crate) fn ensure_loopback(target: SocketAddr) -> anyhow::Result<()> {
 pub(crate) enum Failure {
     Connect(std::io::Error),
     Io(hyper::Error),
+    /// The server closed the connection before the whole answer came.
+    Closed,
 }
 
 impl std::fmt::Display for Failure {
@@ -47,17 +51,32 @@ impl std::fmt::Display for Failure {
         match self {
             Self::Connect(e) => write!(f, "cannot connect: {e}"),
             Self::Io(e) => write!(f, "connection failed: {e}"),
+            Self::Closed => f.write_str("the server closed the connection before the whole answer"),
         }
     }
 }
 
 impl std::error::Error for Failure {}
 
+/// hyper's half of a connection that reads and writes the socket.
+type Connection = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
 /// An open HTTP/1.1 connection; one request at a time.
-#[derive(Debug)]
+///
+/// The connection's I/O is driven in the task that sends on it, not in a task of its own:
+/// every request then costs no wake-up of another task (on another thread), which is CPU the
+/// measured server would otherwise lose on a shared machine.
 pub(crate) struct Conn {
     sender: SendRequest<Full<Bytes>>,
+    connection: Connection,
+    closed: bool,
     host: HeaderValue,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("host", &self.host).field("closed", &self.closed).finish()
+    }
 }
 
 // === impl Conn ===
@@ -83,17 +102,21 @@ impl Conn {
         };
         let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(Failure::Io)?;
-        tokio::spawn(async move {
-            // Ends when the server closes or the sender is dropped; either way nothing to do.
-            let _ = connection.await;
-        });
         let host = HeaderValue::from_str(&target.to_string()).expect("an address is a valid header value");
-        Ok(Self { sender, host })
+        Ok(Self { sender, connection: Box::pin(connection), closed: false, host })
     }
 
-    /// Whether another request can go on this connection (the server may have closed it).
-    pub(crate) fn is_open(&self) -> bool {
-        !self.sender.is_closed()
+    /// Whether another request can go on this connection: the server may have closed it after
+    /// the last answer (a keep-alive limit), which is seen by driving the connection once.
+    pub(crate) async fn is_open(&mut self) -> bool {
+        if !self.closed {
+            tokio::select! {
+                biased;
+                _ = self.connection.as_mut() => self.closed = true,
+                _ = std::future::ready(()) => {}
+            }
+        }
+        !self.closed && !self.sender.is_closed()
     }
 
     /// Sends `request` (its `Host` filled in) and reads the whole answer.
@@ -102,11 +125,24 @@ impl Conn {
         mut request: Request<Full<Bytes>>,
     ) -> Result<Response<Bytes>, Failure> {
         request.headers_mut().insert(HOST, self.host.clone());
-        self.sender.ready().await.map_err(Failure::Io)?;
-        let response = self.sender.send_request(request).await.map_err(Failure::Io)?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(Failure::Io)?.to_bytes();
-        Ok(Response::from_parts(parts, body))
+        if self.closed {
+            return Err(Failure::Closed);
+        }
+        let Self { sender, connection, closed, .. } = self;
+        let exchange = async {
+            sender.ready().await?;
+            let (parts, body) = sender.send_request(request).await?.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok(Response::from_parts(parts, body))
+        };
+        tokio::select! {
+            biased;
+            answer = exchange => answer.map_err(Failure::Io),
+            _ = connection.as_mut() => {
+                *closed = true;
+                Err(Failure::Closed)
+            }
+        }
     }
 }
 

@@ -323,7 +323,7 @@ impl Driver {
                     tally.error("connect".into(), || failure.to_string());
                     tokio::time::sleep(RECONNECT_PAUSE).await;
                 }
-                Ok(Err(failure @ Failure::Io(_))) => {
+                Ok(Err(failure @ (Failure::Io(_) | Failure::Closed))) => {
                     tally.error("io".into(), || failure.to_string());
                     conn = None;
                 }
@@ -346,7 +346,11 @@ impl Driver {
         conn: &mut Option<Conn>,
         request: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, Bytes), Failure> {
-        if !conn.as_ref().is_some_and(Conn::is_open) {
+        let open = match conn.as_mut() {
+            Some(conn) => conn.is_open().await,
+            None => false,
+        };
+        if !open {
             let source = conn::source_address(LOAD_BLOCK, self.index);
             *conn = Some(Conn::open(self.target, source, CONNECT_TIMEOUT).await?);
         }
