@@ -88,14 +88,12 @@ pub async fn with_request_id<F: std::future::Future>(id: RequestId, work: F) -> 
 
 pub async fn request_context(State(instance): State<Instance>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_sane(v))
-        .map(str::to_owned)
-        .unwrap_or_else(mesh_core::ids::new_id);
-    let request_id = RequestId(id.as_str().into());
+    let id: Arc<str> =
+        match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|v| is_sane(v)) {
+            Some(sent) => sent.into(),
+            None => mesh_core::ids::new_id().into(),
+        };
+    let request_id = RequestId(id.clone());
     req.extensions_mut().insert(request_id.clone());
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
@@ -140,10 +138,10 @@ pub async fn request_context(State(instance): State<Instance>, mut req: Request,
     span.in_scope(|| (instance.observe)(response.headers(), &route));
 
     let elapsed = started.elapsed();
-    let status_label = status.as_u16().to_string();
-    metrics::counter!("http_server_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status_label)
+    let method = method_label(&method);
+    metrics::counter!("http_server_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status_label(status))
         .increment(1);
-    metrics::histogram!("http_server_request_duration_seconds", "route" => route, "method" => method.to_string())
+    metrics::histogram!("http_server_request_duration_seconds", "route" => route, "method" => method)
         .record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(status = status.as_u16(), latency_ms = elapsed.as_secs_f64() * 1000.0, "served");
@@ -151,9 +149,55 @@ pub async fn request_context(State(instance): State<Instance>, mut req: Request,
     response
 }
 
+/// The method as a label, without an allocation for the usual ones.
+fn method_label(method: &axum::http::Method) -> std::borrow::Cow<'static, str> {
+    use axum::http::Method;
+    std::borrow::Cow::Borrowed(match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => return std::borrow::Cow::Owned(method.to_string()),
+    })
+}
+
+/// The status code as a label; the codes the gateway answers most often without an allocation.
+fn status_label(status: axum::http::StatusCode) -> std::borrow::Cow<'static, str> {
+    std::borrow::Cow::Borrowed(match status.as_u16() {
+        200 => "200",
+        201 => "201",
+        202 => "202",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        409 => "409",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => return std::borrow::Cow::Owned(other.to_string()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_the_method_and_the_code() {
+        use axum::http::{Method, StatusCode};
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::from_bytes(b"PURGE").unwrap()), "PURGE");
+        assert_eq!(status_label(StatusCode::OK), "200");
+        assert_eq!(status_label(StatusCode::IM_A_TEAPOT), "418");
+    }
 
     #[test]
     fn only_sane_ids_are_kept() {
