@@ -1,81 +1,184 @@
 //! Proxy header hygiene: hop-by-hop headers, forwarding headers, request ids, trace context.
+//!
+//! All of it runs on every request, so none of it parses a header name at run time (the names
+//! are [`HeaderName`] constants), and what depends only on the connection (the client's
+//! forwarding headers, when the client is the TCP peer) is built once per connection
+//! ([`ClientHeaders`]).
 
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
+use rand::RngCore;
 
 pub use mesh_core::headers::{IDEMPOTENCY_KEY, MESH_FAULT, REQUEST_ID, TRACEPARENT};
 
+/// The mesh's header names as [`HeaderName`]s: a `&str` name is parsed on each lookup.
+pub mod names {
+    use http::HeaderName;
+
+    pub static REQUEST_ID: HeaderName = HeaderName::from_static(super::REQUEST_ID);
+    pub static TRACEPARENT: HeaderName = HeaderName::from_static(super::TRACEPARENT);
+    pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+    pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static(super::IDEMPOTENCY_KEY);
+    pub static MESH_FAULT: HeaderName = HeaderName::from_static(super::MESH_FAULT);
+    pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+}
+
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || *name == names::KEEP_ALIVE
+        || *name == names::PROXY_CONNECTION
+}
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+    // One pass over the (few) names first: most requests carry none of them.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        &header::CONNECTION,
+        &names::KEEP_ALIVE,
+        &names::PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+}
+
+// === impl RequestId ===
+
+/// A request's id, kept as the header value it travels in (the client's, shared, or a new
+/// one), so it is neither copied into a `String` nor parsed again on its way out.
+#[derive(Clone, Debug)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Only ever built from printable ASCII (checked, or a ULID).
+        self.0.to_str().unwrap_or_default()
+    }
+
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
     }
 }
 
 /// The client's request id when sane (printable ASCII, at most 128 bytes), else a new one.
-pub fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| mesh_core::contracts::is_token(v))
-        .map(str::to_owned)
-        .unwrap_or_else(mesh_core::ids::new_id)
+pub fn request_id(headers: &HeaderMap) -> RequestId {
+    let sane = headers
+        .get(&names::REQUEST_ID)
+        .filter(|v| v.to_str().is_ok_and(mesh_core::contracts::is_token))
+        .cloned();
+    RequestId(sane.unwrap_or_else(|| {
+        HeaderValue::from_bytes(&mesh_core::ids::new_id_bytes()).expect("a ULID is a valid header value")
+    }))
 }
 
-/// Whether `value` is a W3C `traceparent` this router can pass on (version 00, non-zero ids).
+// === trace context ===
+
+/// Whether `value` is a W3C `traceparent` this router can pass on (version 00, non-zero ids):
+/// `00-<32 hex>-<16 hex>-<2 hex>`, lower-case hex.
 pub fn is_valid_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    parts.len() == 4
-        && parts[0] == "00"
-        && hex(parts[1], 32)
-        && parts[1].bytes().any(|b| b != b'0')
-        && hex(parts[2], 16)
-        && parts[2].bytes().any(|b| b != b'0')
-        && hex(parts[3], 2)
+    let b = value.as_bytes();
+    let hex = |s: &[u8]| s.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    let nonzero = |s: &[u8]| s.iter().any(|b| *b != b'0');
+    b.len() == 55
+        && b[..3] == *b"00-"
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && hex(&b[3..35])
+        && nonzero(&b[3..35])
+        && hex(&b[36..52])
+        && nonzero(&b[36..52])
+        && hex(&b[53..55])
 }
 
-/// `client` as a header value; in `Forwarded`, IPv6 is quoted and bracketed (RFC 7239 §6).
-fn client_text(client: IpAddr, forwarded: bool) -> String {
-    match client {
-        IpAddr::V6(ip) if forwarded => format!("\"[{ip}]\""),
-        ip => ip.to_string(),
+/// A new sampled trace context for a request that came without a valid one. Random from the
+/// thread's generator (seeded once from the OS), not a system call per request.
+pub fn new_traceparent() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut random = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut random);
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    let positions = (3..35).chain(36..52);
+    for (i, at) in positions.enumerate() {
+        let byte = random[i / 2];
+        text[at] = HEX[usize::from(if i % 2 == 0 { byte >> 4 } else { byte & 0xf })];
     }
+    HeaderValue::from_bytes(&text).expect("hex is a valid header value")
 }
 
-fn client_value(client: IpAddr, forwarded: bool) -> HeaderValue {
-    HeaderValue::from_str(&client_text(client, forwarded)).expect("an address is a valid header value")
+// === impl ClientHeaders ===
+
+/// The forwarding headers that name one client: `X-Forwarded-For` and `Forwarded`. Built once
+/// per connection for its TCP peer, and per request only when a trusted proxy names another
+/// client.
+#[derive(Clone, Debug)]
+pub struct ClientHeaders {
+    pub client: IpAddr,
+    x_forwarded_for: HeaderValue,
+    forwarded: HeaderValue,
 }
 
-/// A new sampled trace context for a request that came without a valid one.
-pub fn new_traceparent() -> String {
-    format!("00-{}-{}-01", mesh_core::ids::random_hex(16), mesh_core::ids::random_hex(8))
+impl ClientHeaders {
+    pub fn new(client: IpAddr) -> Self {
+        let x_forwarded_for =
+            HeaderValue::from_str(&client.to_string()).expect("an address is a valid header value");
+        // In `Forwarded`, IPv6 is quoted and bracketed (RFC 7239 §6).
+        let forwarded = match client {
+            IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
+            ip => format!("for={ip};proto=http"),
+        };
+        let forwarded = HeaderValue::from_str(&forwarded).expect("an address is a valid header value");
+        Self { client, x_forwarded_for, forwarded }
+    }
+
+    /// The client's address as text (what `X-Forwarded-For` says).
+    pub fn as_str(&self) -> &str {
+        self.x_forwarded_for.to_str().unwrap_or_default()
+    }
 }
 
 /// Sets what the gateway needs to know about the hop: request id, trace context, and who the
@@ -84,24 +187,25 @@ pub fn new_traceparent() -> String {
 /// on: whatever it said was either spoofed (untrusted peer) or already consumed (trusted
 /// proxies), so the gateway, which trusts the router, reads the client from the last hop.
 pub fn prepare_forwarded(headers: &mut HeaderMap, client: IpAddr, request_id: &str) {
+    let id = HeaderValue::from_str(request_id).ok();
+    forward_headers(headers, &ClientHeaders::new(client), id.as_ref());
+}
+
+/// [`prepare_forwarded`] with the client's headers and the request id already built.
+pub fn forward_headers(headers: &mut HeaderMap, client: &ClientHeaders, request_id: Option<&HeaderValue>) {
     strip_hop_by_hop(headers);
-    headers.insert("x-forwarded-for", client_value(client, false));
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    let forwarded = format!("for={};proto=http", client_text(client, true));
-    headers.remove(header::FORWARDED);
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
-        headers.insert(header::FORWARDED, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(REQUEST_ID, v);
+    headers.insert(&names::X_FORWARDED_FOR, client.x_forwarded_for.clone());
+    headers.insert(&names::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    // `insert` replaces every value a client sent.
+    headers.insert(header::FORWARDED, client.forwarded.clone());
+    if let Some(id) = request_id {
+        headers.insert(&names::REQUEST_ID, id.clone());
     }
     let traceparent_ok =
-        headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).is_some_and(is_valid_traceparent);
+        headers.get(&names::TRACEPARENT).and_then(|v| v.to_str().ok()).is_some_and(is_valid_traceparent);
     if !traceparent_ok {
-        headers.remove("tracestate");
-        if let Ok(v) = HeaderValue::from_str(&new_traceparent()) {
-            headers.insert(TRACEPARENT, v);
-        }
+        headers.remove(&names::TRACESTATE);
+        headers.insert(&names::TRACEPARENT, new_traceparent());
     }
 }
 
@@ -144,6 +248,7 @@ mod tests {
         prepare_forwarded(&mut fresh, "::1".parse().unwrap(), "rid-2");
         let started = fresh[TRACEPARENT].to_str().unwrap();
         assert!(is_valid_traceparent(started), "{started}");
+        assert_ne!(new_traceparent(), new_traceparent());
         assert_eq!(fresh[header::FORWARDED], "for=\"[::1]\";proto=http");
         assert_eq!(fresh["x-forwarded-for"], "::1");
     }
@@ -152,8 +257,9 @@ mod tests {
     fn request_ids_are_kept_only_when_sane() {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID, "abc-1".parse().unwrap());
-        assert_eq!(request_id(&headers), "abc-1");
+        assert_eq!(request_id(&headers).as_str(), "abc-1");
         headers.insert(REQUEST_ID, "a b".parse().unwrap());
-        assert_ne!(request_id(&headers), "a b");
+        assert_ne!(request_id(&headers).as_str(), "a b");
+        assert!(mesh_core::ids::is_id(&request_id(&headers)), "a new id is a ULID");
     }
 }

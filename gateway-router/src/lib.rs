@@ -100,6 +100,7 @@ pub async fn serve_with_admin(
         cfg: cfg.clone(),
         pools,
         limiter: ratelimit::Limiter::new(&cfg.limits, store),
+        unrouted: pool::Counters::new("none"),
     });
     tokio::spawn({
         let state = state.clone();

@@ -28,8 +28,8 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{ClientBody, ClientBodyError, Guarded};
 use crate::classify::classify;
-use crate::headers::{IDEMPOTENCY_KEY, MESH_FAULT, REQUEST_ID, prepare_forwarded, strip_hop_by_hop};
-use crate::pool::{InFlight, Outcome, Pool};
+use crate::headers::{ClientHeaders, REQUEST_ID, RequestId, forward_headers, names, strip_hop_by_hop};
+use crate::pool::{Counters, InFlight, Outcome, Pool};
 use crate::state::RouterState;
 
 /// A problem+json answer from the router itself.
@@ -215,26 +215,49 @@ enum Attempt {
     TimedOut,
 }
 
-/// Forwards one client request. `peer` is the TCP peer; the client is found behind it.
+/// Forwards one client request. `peer` is the TCP peer, and `peer_headers` the forwarding
+/// headers that name it (built once per connection); the client is found behind it.
 pub async fn forward(
     state: Arc<RouterState>,
     peer: SocketAddr,
+    peer_headers: &ClientHeaders,
     request: Request<Incoming>,
 ) -> Response<Body> {
+    let started = Instant::now();
+    let id = crate::headers::request_id(request.headers());
+    let client = state.cfg.trusted_proxies.client_addr(peer.ip(), request.headers());
+    let client = if client == peer_headers.client {
+        std::borrow::Cow::Borrowed(peer_headers)
+    } else {
+        std::borrow::Cow::Owned(ClientHeaders::new(client))
+    };
+    let pool = classify_request(&state, &request);
     // The request's span continues the client's trace (or starts one); each attempt is a child
-    // span whose context travels to the gateway in `traceparent`.
+    // span whose context travels to the gateway in `traceparent`. Its fields are known here,
+    // so the span is built with them: a subscriber that formats fields (the JSON log layer)
+    // then formats them once, rather than parsing and writing its record again per field.
     let span = tracing::info_span!(
         "router.request",
-        request_id = tracing::field::Empty,
-        pool = tracing::field::Empty,
-        client = tracing::field::Empty,
+        request_id = id.as_str(),
+        pool,
+        client = client.as_str(),
         trace_id = tracing::field::Empty
     );
     mesh_core::trace::continue_from(&span, request.headers());
-    if let Some(trace_id) = mesh_core::trace::trace_id(&span) {
+    let trace_id = mesh_core::trace::trace_id(&span);
+    if let Some(trace_id) = &trace_id {
         span.record("trace_id", trace_id.as_str());
     }
-    route(state, peer, request).instrument(span).await
+    // A trace id only comes from an OpenTelemetry layer: without one, an attempt's span would
+    // only be formatted for logs, and no event is logged inside it.
+    let traced = trace_id.is_some();
+    route(&state, &client, pool, id, traced, started, request).instrument(span).await
+}
+
+/// The pool the rule table sends `request` to, if any.
+fn classify_request<'s>(state: &'s RouterState, request: &Request<Incoming>) -> Option<&'s str> {
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or(request.uri().host());
+    classify(&state.cfg.rules, request.method(), host, request.uri().path(), request.headers())
 }
 
 /// The slot a request holds in its pool while it runs (until its response body ends).
@@ -244,21 +267,26 @@ enum Slot {
     Stream { _permit: OwnedSemaphorePermit },
 }
 
-async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
-    let started = Instant::now();
-    let id = crate::headers::request_id(request.headers());
-    let client = state.cfg.trusted_proxies.client_addr(peer.ip(), request.headers());
-    let span = tracing::Span::current();
-    span.record("request_id", id.as_str());
-    span.record("client", tracing::field::display(client));
+async fn route(
+    state: &RouterState,
+    client: &ClientHeaders,
+    pool_name: Option<&str>,
+    id: RequestId,
+    traced: bool,
+    started: Instant,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
 
-    // 1. Admit: framing, classification, the client's rate.
-    let (pool, content_length) = match admit(&state, &parts, client).await {
+    // 1. Admit: framing, the classification's pool, the client's rate.
+    let (pool, content_length) = match admit(state, &parts, pool_name, client.client).await {
         Ok(admitted) => admitted,
-        Err((pool, refusal)) => return respond(pool.as_deref(), started, refusal.problem(&id)),
+        Err((pool, refusal)) => {
+            let counters = pool.map_or(&state.unrouted, |p| &p.counters);
+            return respond(counters, started, refusal.problem(&id));
+        }
     };
-    let pool_name = pool.name.clone();
+    let counters = &pool.counters;
 
     // 2. The body, under the client limits. One of known small size is read whole before any
     //    pool slot is taken, whatever the method: a slow or silent body then holds only its own
@@ -266,10 +294,10 @@ async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incom
     let limits = &state.cfg.limits;
     let idempotent =
         matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
-            || (parts.method == Method::POST && parts.headers.contains_key(IDEMPOTENCY_KEY));
+            || (parts.method == Method::POST && parts.headers.contains_key(&names::IDEMPOTENCY_KEY));
     let small = content_length.is_some_and(|n| n <= state.cfg.retry.body_limit as u64);
     let (payload, complete) = if hyper::body::Body::is_end_stream(&body) {
-        (Payload::Kept { bytes: Bytes::new(), replayable: idempotent }, Arc::new(AtomicBool::new(true)))
+        (Payload::Kept { bytes: Bytes::new(), replayable: idempotent }, None)
     } else {
         let body =
             ClientBody::new(body, limits.max_body_bytes, limits.body_idle_timeout, limits.body_total_timeout);
@@ -277,12 +305,12 @@ async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incom
         if small {
             match body.collect().await {
                 Ok(collected) => {
-                    (Payload::Kept { bytes: collected.to_bytes(), replayable: idempotent }, complete)
+                    (Payload::Kept { bytes: collected.to_bytes(), replayable: idempotent }, Some(complete))
                 }
-                Err(e) => return respond(Some(&pool_name), started, Refusal::ClientBody(e).problem(&id)),
+                Err(e) => return respond(counters, started, Refusal::ClientBody(e).problem(&id)),
             }
         } else {
-            (Payload::Streamed(Some(Body::new(body))), complete)
+            (Payload::Streamed(Some(Body::new(body))), Some(complete))
         }
     };
 
@@ -295,21 +323,29 @@ async fn route(state: Arc<RouterState>, peer: SocketAddr, request: Request<Incom
         Payload::Streamed(_) => pool.admit_upload().map(|p| Slot::Upload { _permit: p }),
     };
     let Some(slot) = slot else {
-        metrics::counter!("router_shed_total", "pool" => pool_name.clone()).increment(1);
-        return respond(Some(&pool_name), started, Refusal::Shed(pool_name.clone()).problem(&id));
+        counters.shed.increment(1);
+        return respond(counters, started, Refusal::Shed(pool.name.clone()).problem(&id));
     };
 
-    prepare_forwarded(&mut parts.headers, client, &id);
-    let response = failover(&state, &pool, parts, payload, &complete, slot, &id).await;
-    respond(Some(&pool_name), started, response.unwrap_or_else(|refusal| refusal.problem(&id)))
+    forward_headers(&mut parts.headers, client, Some(id.header_value()));
+    // No body, or one read whole: the client has sent everything.
+    let complete = complete.as_deref().unwrap_or(&COMPLETE);
+    let trail = Trail { id: &id, traced };
+    let response = failover(state, pool, parts, payload, complete, slot, trail).await;
+    respond(counters, started, response.unwrap_or_else(|refusal| refusal.problem(&id)))
 }
 
-/// Checks the framing, classifies the request to its pool and applies the client's rate limit.
-async fn admit(
-    state: &RouterState,
+/// What a request without a body (or with one already read) says about its completion.
+static COMPLETE: AtomicBool = AtomicBool::new(true);
+
+/// Checks the framing, takes the pool the request was classified to and applies the client's
+/// rate limit. A refusal names the pool when there is one.
+async fn admit<'s>(
+    state: &'s RouterState,
     parts: &http::request::Parts,
+    pool_name: Option<&str>,
     client: IpAddr,
-) -> Result<(Arc<Pool>, Option<u64>), (Option<String>, Refusal)> {
+) -> Result<(&'s Arc<Pool>, Option<u64>), (Option<&'s Arc<Pool>>, Refusal)> {
     // A request with both Content-Length and Transfer-Encoding was refused before this point
     // (`framing`): hyper drops one of them from the parsed headers.
     let content_length = match parts
@@ -325,20 +361,26 @@ async fn admit(
     if content_length.is_some_and(|n| n > max_body) {
         return Err((None, Refusal::TooLarge(max_body)));
     }
-    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(parts.uri.host());
-    let Some(pool_name) = classify(&state.cfg.rules, &parts.method, host, parts.uri.path(), &parts.headers)
-    else {
+    let Some(pool_name) = pool_name else {
         return Err((None, Refusal::NotFound));
     };
-    tracing::Span::current().record("pool", pool_name);
-    let Some(pool) = state.pools.get(pool_name).cloned() else {
-        return Err((Some(pool_name.to_owned()), Refusal::PoolMissing));
+    let Some(pool) = state.pools.get(pool_name) else {
+        // Not after `Config::validate`, which refuses a rule naming an unknown pool.
+        return Err((None, Refusal::PoolMissing));
     };
     if !state.limiter.allow(mesh_core::forwarded::client_key(client)).await {
         metrics::counter!("router_rate_limited_total").increment(1);
-        return Err((Some(pool.name.clone()), Refusal::RateLimited));
+        return Err((Some(pool), Refusal::RateLimited));
     }
     Ok((pool, content_length))
+}
+
+/// What the logs and traces of a request's attempts say of it: its id, and whether its spans
+/// are traced (an OpenTelemetry layer is installed).
+#[derive(Clone, Copy)]
+struct Trail<'a> {
+    id: &'a str,
+    traced: bool,
 }
 
 /// Sends the request to one instance after another until one answers or it is not safe (or
@@ -350,8 +392,9 @@ async fn failover(
     mut payload: Payload,
     complete: &AtomicBool,
     mut slot: Slot,
-    id: &str,
+    trail: Trail<'_>,
 ) -> Result<Response<Body>, Refusal> {
+    let id = trail.id;
     let name = || pool.name.clone();
     pool.deposit();
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -360,7 +403,7 @@ async fn failover(
     for attempt in 1..=max_attempts {
         let Some(instance) = pool.pick(&tried) else {
             if attempt == 1 {
-                metrics::counter!("router_no_healthy_instance_total", "pool" => name()).increment(1);
+                pool.counters.no_healthy_instance.increment(1);
                 return Err(Refusal::NoHealthyInstance(name()));
             }
             break;
@@ -373,13 +416,16 @@ async fn failover(
         tried.push(instance.addr);
         let Some(body) = payload.take() else { break };
         let mut request = Request::from_parts(parts.clone(), body);
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let Ok(uri) = format!("http://{}{path_and_query}", instance.addr).parse() else {
+        let Some(uri) = instance.uri_for(&parts.uri) else {
             return Err(Refusal::BadTarget);
         };
         *request.uri_mut() = uri;
 
-        let attempt_span = tracing::info_span!("router.attempt", instance = %instance.addr, attempt);
+        let attempt_span = if trail.traced {
+            tracing::info_span!("router.attempt", instance = %instance.addr, attempt)
+        } else {
+            tracing::Span::none()
+        };
         mesh_core::trace::inject(&attempt_span, request.headers_mut());
         let in_flight = instance.start();
         let attempt_started = Instant::now();
@@ -391,7 +437,7 @@ async fn failover(
         match outcome {
             Attempt::Answered(response) => {
                 let status = response.status();
-                let relayed = response.headers().contains_key(MESH_FAULT);
+                let relayed = response.headers().contains_key(&names::MESH_FAULT);
                 let fault = Fault::from_answer(status.as_u16(), relayed, client_done);
                 pool.record(&instance, Outcome::of(fault, Some(status.as_u16()), attempt_started.elapsed()));
                 if fault.is_some_and(|f| f.retry == Retry::AnotherGateway) && retryable(payload.replayable())
@@ -406,7 +452,7 @@ async fn failover(
                     match pool.admit_stream() {
                         Some(permit) => slot = Slot::Stream { _permit: permit },
                         None => {
-                            metrics::counter!("router_shed_total", "pool" => name()).increment(1);
+                            pool.counters.shed.increment(1);
                             return Err(Refusal::StreamsFull(name()));
                         }
                     }
@@ -478,11 +524,7 @@ fn stream_back(response: Response<Incoming>, in_flight: InFlight, slot: Option<S
 }
 
 /// Counts every answer, the router's own included.
-pub fn respond(pool: Option<&str>, started: Instant, response: Response<Body>) -> Response<Body> {
-    let pool = pool.unwrap_or("none").to_owned();
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("router_requests_total", "pool" => pool.clone(), "status" => status).increment(1);
-    metrics::histogram!("router_request_duration_seconds", "pool" => pool)
-        .record(started.elapsed().as_secs_f64());
+pub fn respond(counters: &Counters, started: Instant, response: Response<Body>) -> Response<Body> {
+    counters.answered(response.status(), started.elapsed());
     response
 }

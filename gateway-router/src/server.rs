@@ -24,6 +24,7 @@ use tower::ServiceExt;
 
 use crate::conn::{self, Activity, Closed, Connections, Tracked, WriteDeadline};
 use crate::framing::FramingGuard;
+use crate::headers::ClientHeaders;
 use crate::state::RouterState;
 use crate::{proxy, status};
 
@@ -149,18 +150,24 @@ async fn serve_connection(
     }
     let (stream, ambiguous) = FramingGuard::new(stream);
     let stream = WriteDeadline::new(stream, limits.write_timeout);
+    // What the forwarding headers say of this peer, built once: on most connections every
+    // request's client is the peer.
+    let peer_headers = Arc::new(ClientHeaders::new(
+        state.cfg.trusted_proxies.client_addr(peer.ip(), &http::HeaderMap::new()),
+    ));
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let in_flight = activity.begin();
             let state = state.clone();
             let own = own.clone();
+            let peer_headers = peer_headers.clone();
             let ambiguous = ambiguous.swap(false, std::sync::atomic::Ordering::AcqRel);
             async move {
                 let response = if ambiguous {
                     refuse_ambiguous(&request)
                 } else {
-                    handle(state, own, peer, request).await
+                    handle(state, own, peer, &peer_headers, request).await
                 };
                 // The request is in flight until its response body has been sent.
                 let (parts, body) = response.into_parts();
@@ -197,6 +204,7 @@ async fn handle(
     state: Arc<RouterState>,
     own: Router,
     peer: SocketAddr,
+    peer_headers: &ClientHeaders,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let path = request.uri().path();
@@ -216,7 +224,7 @@ async fn handle(
         }
         return own_answer(own, request).await;
     }
-    proxy::forward(state, peer, request).await
+    proxy::forward(state, peer, peer_headers, request).await
 }
 
 async fn own_answer(own: Router, request: Request<Incoming>) -> Response<Body> {

@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::pool::Pool;
+use crate::pool::{Counters, Pool};
 use crate::ratelimit::Limiter;
 
 pub struct RouterState {
     pub cfg: Arc<Config>,
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub limiter: Limiter,
+    /// The metrics of answers given before any pool was chosen (`pool="none"`).
+    pub unrouted: Counters,
 }

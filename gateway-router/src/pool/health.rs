@@ -24,6 +24,8 @@ use crate::config::HealthConfig;
 #[derive(Debug)]
 pub struct Instance {
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, built once for every request's target.
+    authority: http::uri::Authority,
     /// The configured name it was resolved from.
     pub source: String,
     in_flight: AtomicUsize,
@@ -112,6 +114,8 @@ impl Instance {
     pub fn new(addr: SocketAddr, source: String, health: &HealthConfig) -> Self {
         Self {
             addr,
+            authority: http::uri::Authority::try_from(addr.to_string().as_str())
+                .expect("a socket address is a valid authority"),
             source,
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -132,6 +136,17 @@ impl Instance {
 
     fn state(&self) -> std::sync::MutexGuard<'_, Eligibility> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The absolute URI of `target` (its path and query) on this instance.
+    pub fn uri_for(&self, target: &http::Uri) -> Option<http::Uri> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            target.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        http::Uri::from_parts(parts).ok()
     }
 
     pub fn is_eligible(&self) -> bool {

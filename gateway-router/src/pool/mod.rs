@@ -4,11 +4,13 @@
 //! - [`health`]: each [`Instance`]: eligibility, passive ejection, probes, the ejection floor.
 //! - [`balance`]: power of two choices over eligible instances.
 //! - [`budget`]: the retry budget.
+//! - [`counters`]: the answer metrics of a pool, registered once.
 //! - here: the [`Pool`] itself, its membership and its admission permits (requests, streams,
 //!   uploads), each a budget of its own.
 
 pub mod balance;
 pub mod budget;
+pub mod counters;
 pub mod health;
 
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::retry::budget::TpsBudget;
 
+pub use self::counters::Counters;
 pub use self::health::{InFlight, Instance, InstanceStatus, Outcome, Verdict};
 use crate::config::{Config, HealthConfig};
 
@@ -44,6 +47,8 @@ pub struct Pool {
     /// Each pool has its own connections, so one pool's trouble never queues another's requests.
     pub client: Client<HttpConnector, Body>,
     pub health: HealthConfig,
+    /// Its answers' metrics.
+    pub counters: Counters,
 }
 
 impl std::fmt::Debug for Pool {
@@ -78,6 +83,7 @@ impl Pool {
             retries_refused: AtomicU64::new(0),
             client,
             health: cfg.health.clone(),
+            counters: Counters::new(name),
         }
     }
 

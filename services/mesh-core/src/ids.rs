@@ -11,9 +11,20 @@ static GENERATOR: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid
 
 /// A new time-ordered id, 26 characters of Crockford base32.
 pub fn new_id() -> String {
+    next_ulid().to_string()
+}
+
+/// [`new_id`] as its 26 ASCII bytes, for a caller that wants no `String` (a header value).
+pub fn new_id_bytes() -> [u8; 26] {
+    let mut text = [0u8; 26];
+    next_ulid().array_to_str(&mut text);
+    text
+}
+
+fn next_ulid() -> ulid::Ulid {
     let mut generator = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
     // Overflow needs 2^80 ids in one millisecond; fall back to a random one rather than fail.
-    generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
+    generator.generate().unwrap_or_else(|_| ulid::Ulid::new())
 }
 
 /// `len` random bytes from the operating system's generator, hex encoded.
@@ -61,6 +72,13 @@ mod tests {
         assert!(is_id(&a));
         assert!(!is_id("not-an-id"));
         assert!(!is_id("../../etc/passwd"));
+    }
+
+    #[test]
+    fn id_bytes_are_ids_too() {
+        let a = new_id();
+        let b = String::from_utf8(new_id_bytes().to_vec()).unwrap();
+        assert!(is_id(&b) && a < b, "{a} < {b}");
     }
 
     #[test]
