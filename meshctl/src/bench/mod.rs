@@ -147,10 +147,14 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let listen = args.listen.context("bench backend needs --listen ADDR")?;
         return backend::serve(listen).await;
     }
-    // Dropping the run stops every child it started and removes its files.
+    // Dropping the run stops every child it started and removes its files: on Ctrl-C, and on
+    // SIGTERM too (`timeout`, a CI runner), which would otherwise end this process and leave
+    // the children behind.
     tokio::select! {
         result = run_scenarios(args) => result,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: every process the bench started is stopped"),
+        _ = mesh_core::shutdown::signal() => {
+            anyhow::bail!("interrupted: every process the bench started is stopped")
+        }
     }
 }
 
