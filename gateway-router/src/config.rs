@@ -80,7 +80,8 @@ pub struct HealthConfig {
     /// How often every instance's `/readyz` is probed. Default: 1s.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// A probe slower than this fails. Default: 500ms.
+    /// A probe slower than this fails, unless the instance answered requests since the previous
+    /// probe (busy, not down: it stays in). Default: 500ms.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// First ejection time after a failure; doubles on each ejection in a row. Default: 1s.

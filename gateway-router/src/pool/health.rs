@@ -31,6 +31,8 @@ pub struct Instance {
     in_flight: AtomicUsize,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// Answers (requests less failures) counted when the previous probe started.
+    answered_at_probe: AtomicU64,
     consecutive_5xx: AtomicU32,
     /// Exponentially weighted latency in microseconds.
     ewma_micros: AtomicU64,
@@ -120,6 +122,7 @@ impl Instance {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            answered_at_probe: AtomicU64::new(0),
             consecutive_5xx: AtomicU32::new(0),
             ewma_micros: AtomicU64::new(0),
             recent: Mutex::new(std::collections::VecDeque::with_capacity(RECENT)),
@@ -224,6 +227,14 @@ impl Instance {
         drop(state);
         tracing::warn!(pool, instance = %self.addr, ?length, reason, "instance ejected");
         metrics::counter!("router_ejections_total", "pool" => pool.to_owned()).increment(1);
+    }
+
+    /// Whether the instance answered a request (not a failure) since the previous call: called
+    /// as each probe starts, so a probe that times out can tell a busy instance from a dead one.
+    pub fn answered_since_last_probe(&self) -> bool {
+        let answered =
+            self.requests.load(Ordering::Relaxed).saturating_sub(self.failures.load(Ordering::Relaxed));
+        answered > self.answered_at_probe.swap(answered, Ordering::Relaxed)
     }
 
     /// Applies an active probe result. A pass after an ejection ended re-admits the instance
@@ -369,6 +380,18 @@ mod tests {
             pool.record(&instance, answered(503));
         }
         assert!(!instance.is_eligible());
+    }
+
+    #[tokio::test]
+    async fn a_probe_can_tell_whether_the_instance_answered_since_the_last_one() {
+        let pool = pool(1);
+        let instance = pool.instances()[0].clone();
+        assert!(!instance.answered_since_last_probe(), "nothing answered yet");
+        pool.record(&instance, Outcome::Answered { status: 200, latency: Duration::from_millis(1) });
+        assert!(instance.answered_since_last_probe());
+        assert!(!instance.answered_since_last_probe(), "counted once");
+        pool.record(&instance, Outcome::Failed);
+        assert!(!instance.answered_since_last_probe(), "a failure is not an answer");
     }
 
     #[tokio::test]
