@@ -101,6 +101,7 @@ pub async fn serve_with_admin(
         pools,
         limiter: ratelimit::Limiter::new(&cfg.limits, store),
         unrouted: pool::Counters::new("none"),
+        traced: mesh_core::trace::exporting(),
     });
     tokio::spawn({
         let state = state.clone();

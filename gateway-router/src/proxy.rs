@@ -232,26 +232,56 @@ pub async fn forward(
         std::borrow::Cow::Owned(ClientHeaders::new(client))
     };
     let pool = classify_request(&state, &request);
-    // The request's span continues the client's trace (or starts one); each attempt is a child
-    // span whose context travels to the gateway in `traceparent`. Its fields are known here,
-    // so the span is built with them: a subscriber that formats fields (the JSON log layer)
-    // then formats them once, rather than parsing and writing its record again per field.
-    let span = tracing::info_span!(
-        "router.request",
-        request_id = id.as_str(),
-        pool,
-        client = client.as_str(),
-        trace_id = tracing::field::Empty
-    );
-    mesh_core::trace::continue_from(&span, request.headers());
-    let trace_id = mesh_core::trace::trace_id(&span);
-    if let Some(trace_id) = &trace_id {
-        span.record("trace_id", trace_id.as_str());
+    let span = RequestSpan::new(&id, pool, client.as_str());
+    if !state.traced {
+        // Built only if something logs within the request ([`RequestSpan`]).
+        return route(&state, &client, pool, &id, &span, started, request).await;
     }
-    // A trace id only comes from an OpenTelemetry layer: without one, an attempt's span would
-    // only be formatted for logs, and no event is logged inside it.
-    let traced = trace_id.is_some();
-    route(&state, &client, pool, id, traced, started, request).instrument(span).await
+    // The request's span continues the client's trace (or starts one); each attempt is a child
+    // span whose context travels to the gateway in `traceparent`.
+    let traced = span.get();
+    mesh_core::trace::continue_from(traced, request.headers());
+    if let Some(trace_id) = mesh_core::trace::trace_id(traced) {
+        traced.record("trace_id", trace_id.as_str());
+    }
+    let instrumented = traced.clone();
+    route(&state, &client, pool, &id, &span, started, request).instrument(instrumented).await
+}
+
+// === impl RequestSpan ===
+
+/// The request's span (`router.request`: request id, pool, client, trace id). With an
+/// OpenTelemetry layer exporting spans it is built at once and the request runs in it;
+/// otherwise it is built only when something logs within the request (a retry, a failure, a
+/// store that fails open), and that event runs in it. A span costs what its subscribers do
+/// when it is built, and the JSON log layer formats its fields into a record then, for a span
+/// that no event may ever name: that was more work than the rest of the router's own on a
+/// request.
+struct RequestSpan<'a> {
+    id: &'a str,
+    pool: Option<&'a str>,
+    client: &'a str,
+    span: std::sync::OnceLock<tracing::Span>,
+}
+
+impl<'a> RequestSpan<'a> {
+    fn new(id: &'a str, pool: Option<&'a str>, client: &'a str) -> Self {
+        Self { id, pool, client, span: std::sync::OnceLock::new() }
+    }
+
+    /// The span, built now if it was not yet. Built with its fields, so a subscriber that
+    /// formats them does so once.
+    fn get(&self) -> &tracing::Span {
+        self.span.get_or_init(|| {
+            tracing::info_span!(
+                "router.request",
+                request_id = self.id,
+                pool = self.pool,
+                client = self.client,
+                trace_id = tracing::field::Empty
+            )
+        })
+    }
 }
 
 /// The pool the rule table sends `request` to, if any.
@@ -271,19 +301,19 @@ async fn route(
     state: &RouterState,
     client: &ClientHeaders,
     pool_name: Option<&str>,
-    id: RequestId,
-    traced: bool,
+    id: &RequestId,
+    span: &RequestSpan<'_>,
     started: Instant,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
 
     // 1. Admit: framing, the classification's pool, the client's rate.
-    let (pool, content_length) = match admit(state, &parts, pool_name, client.client).await {
+    let (pool, content_length) = match admit(state, &parts, pool_name, client.client, span).await {
         Ok(admitted) => admitted,
         Err((pool, refusal)) => {
             let counters = pool.map_or(&state.unrouted, |p| &p.counters);
-            return respond(counters, started, refusal.problem(&id));
+            return respond(counters, started, refusal.problem(id));
         }
     };
     let counters = &pool.counters;
@@ -307,7 +337,7 @@ async fn route(
                 Ok(collected) => {
                     (Payload::Kept { bytes: collected.to_bytes(), replayable: idempotent }, Some(complete))
                 }
-                Err(e) => return respond(counters, started, Refusal::ClientBody(e).problem(&id)),
+                Err(e) => return respond(counters, started, Refusal::ClientBody(e).problem(id)),
             }
         } else {
             (Payload::Streamed(Some(Body::new(body))), Some(complete))
@@ -324,15 +354,15 @@ async fn route(
     };
     let Some(slot) = slot else {
         counters.shed.increment(1);
-        return respond(counters, started, Refusal::Shed(pool.name.clone()).problem(&id));
+        return respond(counters, started, Refusal::Shed(pool.name.clone()).problem(id));
     };
 
     forward_headers(&mut parts.headers, client, Some(id.header_value()));
     // No body, or one read whole: the client has sent everything.
     let complete = complete.as_deref().unwrap_or(&COMPLETE);
-    let trail = Trail { id: &id, traced };
+    let trail = Trail { id, span, traced: state.traced };
     let response = failover(state, pool, parts, payload, complete, slot, trail).await;
-    respond(counters, started, response.unwrap_or_else(|refusal| refusal.problem(&id)))
+    respond(counters, started, response.unwrap_or_else(|refusal| refusal.problem(id)))
 }
 
 /// What a request without a body (or with one already read) says about its completion.
@@ -345,6 +375,7 @@ async fn admit<'s>(
     parts: &http::request::Parts,
     pool_name: Option<&str>,
     client: IpAddr,
+    span: &RequestSpan<'_>,
 ) -> Result<(&'s Arc<Pool>, Option<u64>), (Option<&'s Arc<Pool>>, Refusal)> {
     // A request with both Content-Length and Transfer-Encoding was refused before this point
     // (`framing`): hyper drops one of them from the parsed headers.
@@ -368,18 +399,23 @@ async fn admit<'s>(
         // Not after `Config::validate`, which refuses a rule naming an unknown pool.
         return Err((None, Refusal::PoolMissing));
     };
-    if !state.limiter.allow(mesh_core::forwarded::client_key(client)).await {
+    let allowed = state.limiter.allow(mesh_core::forwarded::client_key(client));
+    // A shared limit may log (its store failing open): in the request's span.
+    let allowed =
+        if state.limiter.may_log() { allowed.instrument(span.get().clone()).await } else { allowed.await };
+    if !allowed {
         metrics::counter!("router_rate_limited_total").increment(1);
         return Err((Some(pool), Refusal::RateLimited));
     }
     Ok((pool, content_length))
 }
 
-/// What the logs and traces of a request's attempts say of it: its id, and whether its spans
-/// are traced (an OpenTelemetry layer is installed).
+/// What the logs and traces of a request's attempts say of it: its id, its span, and whether
+/// its spans are exported (an OpenTelemetry layer is installed).
 #[derive(Clone, Copy)]
 struct Trail<'a> {
     id: &'a str,
+    span: &'a RequestSpan<'a>,
     traced: bool,
 }
 
@@ -410,7 +446,9 @@ async fn failover(
         };
         // A retry is taken from the budget only when there is somewhere to send it.
         if attempt > 1 && !pool.withdraw() {
-            tracing::warn!(request_id = %id, pool = %pool.name, "retry budget spent; not retrying");
+            trail.span.get().in_scope(|| {
+                tracing::warn!(request_id = %id, pool = %pool.name, "retry budget spent; not retrying");
+            });
             break;
         }
         tried.push(instance.addr);
@@ -439,6 +477,8 @@ async fn failover(
                 let status = response.status();
                 let relayed = response.headers().contains_key(&names::MESH_FAULT);
                 let fault = Fault::from_answer(status.as_u16(), relayed, client_done);
+                // Only a failure logs (a retry, an ejection): then in the request's span.
+                let _logged = (fault.is_some() || status.is_server_error()).then(|| trail.span.get().enter());
                 pool.record(&instance, Outcome::of(fault, Some(status.as_u16()), attempt_started.elapsed()));
                 if fault.is_some_and(|f| f.retry == Retry::AnotherGateway) && retryable(payload.replayable())
                 {
@@ -460,6 +500,7 @@ async fn failover(
                 return Ok(stream_back(response, in_flight, Some(slot)));
             }
             Attempt::NotSent(error) => {
+                let _logged = trail.span.get().enter();
                 let fault = Fault::from_attempt(true, false, false, client_done);
                 pool.record(&instance, Outcome::of(Some(fault), None, attempt_started.elapsed()));
                 tracing::warn!(request_id = %id, pool = %pool.name, instance = %instance.addr, %error, attempt, "connect failed");
@@ -471,6 +512,7 @@ async fn failover(
                 }
             }
             Attempt::Failed(error) => {
+                let _logged = trail.span.get().enter();
                 let cause = ClientBodyError::find(&error);
                 let fault = Fault::from_attempt(false, false, cause.is_some(), client_done);
                 pool.record(&instance, Outcome::of(Some(fault), None, attempt_started.elapsed()));
@@ -485,6 +527,7 @@ async fn failover(
                 }
             }
             Attempt::TimedOut => {
+                let _logged = trail.span.get().enter();
                 let fault = Fault::from_attempt(false, true, false, client_done);
                 pool.record(&instance, Outcome::of(Some(fault), None, attempt_started.elapsed()));
                 tracing::warn!(request_id = %id, pool = %pool.name, instance = %instance.addr, attempt, "instance did not answer in time");

@@ -60,6 +60,11 @@ impl Limiter {
         }
     }
 
+    /// Whether [`Limiter::allow`] may log (the shared limit's store failing open).
+    pub fn may_log(&self) -> bool {
+        matches!(self, Self::Shared { .. })
+    }
+
     /// Forgets idle clients so the local table stays bounded.
     pub fn housekeep(&self) {
         if let Self::Local(limiter) = self {

@@ -13,4 +13,7 @@ pub struct RouterState {
     pub limiter: Limiter,
     /// The metrics of answers given before any pool was chosen (`pool="none"`).
     pub unrouted: Counters,
+    /// Spans are exported (an OpenTelemetry layer is installed), so every request gets its
+    /// span at once; otherwise only one that logs does.
+    pub traced: bool,
 }

@@ -59,3 +59,11 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     let span_context = context.span().span_context().clone();
     span_context.is_valid().then(|| span_context.trace_id().to_string())
 }
+
+/// Whether spans made now are exported: an OpenTelemetry layer is installed and lets INFO
+/// spans through. Found with one probe span, since the layer is not otherwise visible; a
+/// component asks once, at its start, to skip per-request spans that only an exporter needs.
+pub fn exporting() -> bool {
+    let probe = tracing::info_span!("mesh.telemetry_probe");
+    trace_id(&probe).is_some()
+}
