@@ -23,53 +23,53 @@ pub mod names {
     pub static MESH_FAULT: HeaderName = HeaderName::from_static(super::MESH_FAULT);
     pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || *name == names::KEEP_ALIVE
-        || *name == names::PROXY_CONNECTION
-}
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the (few) names first: most requests carry none of them.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the (few) names, noting which hop-by-hop ones are there: most messages
+    // carry none, or only `Connection: keep-alive`.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present & 1 != 0 {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .map(str::trim)
+            // `keep-alive`, `upgrade` and the like go below anyway.
+            .filter(|name| !HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_str())))
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    for name in [
-        &header::CONNECTION,
-        &names::KEEP_ALIVE,
-        &names::PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -142,10 +142,11 @@ pub fn new_traceparent() -> HeaderValue {
     let mut random = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut random);
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    let positions = (3..35).chain(36..52);
-    for (i, at) in positions.enumerate() {
-        let byte = random[i / 2];
-        text[at] = HEX[usize::from(if i % 2 == 0 { byte >> 4 } else { byte & 0xf })];
+    // The trace id (16 bytes) at 3..35, the parent id (8 bytes) at 36..52.
+    for (i, byte) in random.iter().enumerate() {
+        let at = if i < 16 { 3 + 2 * i } else { 36 + 2 * (i - 16) };
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0xf)];
     }
     HeaderValue::from_bytes(&text).expect("hex is a valid header value")
 }
