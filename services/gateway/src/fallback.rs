@@ -180,8 +180,12 @@ pub fn stale_response(mut body: Value, fallback: Fallback, age: Duration, upstre
 /// A live answer: remembered under `key` for later outages (when it changed, or now and then:
 /// [`LastKnownGood::remember_live`]), then answered.
 pub async fn live<T: Serialize>(lkg: &LastKnownGood, key: &str, value: &T) -> Response {
-    lkg.remember_live(key, value).await;
-    Json(value).into_response()
+    // Serialised once: the same bytes are hashed for the snapshot and answered.
+    let Ok(json) = serde_json::to_vec(value) else {
+        return Json(value).into_response();
+    };
+    lkg.remember_live_json(key, &json, value).await;
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()
 }
 
 /// After a failed call to `service`: the snapshot under `key`, marked as `fallback`, when the

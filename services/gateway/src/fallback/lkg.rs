@@ -114,6 +114,12 @@ impl LastKnownGood {
         let Ok(json) = serde_json::to_vec(value) else {
             return false;
         };
+        self.remember_live_json(key, &json, value).await
+    }
+
+    /// [`Self::remember_live`] for a value already serialised as `json` (the answer's body), so
+    /// the hot path serialises it once.
+    pub async fn remember_live_json<T: Serialize>(&self, key: &str, json: &[u8], value: &T) -> bool {
         let hash = {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             json.hash(&mut hasher);
