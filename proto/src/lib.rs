@@ -8,8 +8,14 @@
 //! - [`orders`]: idempotent orders listed per owner.
 //! - [`articles`]: catalogue, search, stock reservation.
 //! - [`analytics`]: events and windowed summaries.
+//! - [`FILE_DESCRIPTOR_SET`]: every file above, encoded, for gRPC server reflection.
 
 #![allow(unreachable_pub, clippy::all)]
+
+/// The encoded `google.protobuf.FileDescriptorSet` of every mesh proto file (all six packages),
+/// written by `build.rs` at build time. gRPC server reflection answers from it, so `grpcurl`
+/// can list and describe the services without the `.proto` files.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mesh_descriptor");
 
 /// `mesh.auth.v1`
 pub mod auth {
