@@ -136,6 +136,7 @@ mod tests {
             ("MESH_LISTEN", "0.0.0.0:7000"),
             ("MESH_ADMIN_LISTEN", "0.0.0.0:7001"),
             ("MESH_SERVER__DRAIN_GRACE", "2s"),
+            ("MESH_SERVER__REFLECTION", "false"),
             ("REDIS_URL", "redis://r:6379"),
             ("MESH_TTL", "5m"),
         ])
@@ -143,6 +144,7 @@ mod tests {
         .unwrap();
         assert_eq!((cfg.listen.port(), cfg.admin_listen.port()), (7000, 7001));
         assert_eq!(cfg.server.drain_grace, Duration::from_secs(2));
+        assert!(!cfg.server.reflection);
         assert_eq!(cfg.store.redis_url.as_deref(), Some("redis://r:6379"));
         assert_eq!(cfg.ttl, Duration::from_secs(300));
         assert!(Sources::from_env([("MESH_LISTN", "x")]).load::<Head>().is_err());
