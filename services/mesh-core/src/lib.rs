@@ -12,7 +12,7 @@
 //! - [`contracts`]: rules several components check (ids of requests and idempotency, order lines).
 //! - [`error`]: domain errors and their one mapping to `tonic::Status`.
 //! - [`fault`]: the one failure model: which side failed, timed out or not, where to retry.
-//! - [`grpc`]: serving a tonic router with `grpc.health.v1` and graceful drain.
+//! - [`grpc`]: serving a tonic router with `grpc.health.v1`, server reflection and graceful drain.
 //! - [`grpc_metrics`]: request count and latency of every gRPC server.
 //! - [`health`]: `grpc.health.v1` whose watches end when the server drains.
 //! - [`forwarded`]: the client's real address behind trusted proxies.
