@@ -26,7 +26,7 @@ use crate::conn::{self, Activity, Closed, Connections, Tracked, WriteDeadline};
 use crate::framing::FramingGuard;
 use crate::headers::ClientHeaders;
 use crate::state::RouterState;
-use crate::{proxy, status};
+use crate::{docs, proxy, status};
 
 /// Paths the router answers itself on its public port; everything else is classified and
 /// forwarded. `/metrics` and `/mesh/status` show instance addresses and breaker states, so they
@@ -34,14 +34,17 @@ use crate::{proxy, status};
 const PUBLIC_OWN_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
 const ADMIN_PATHS: &[&str] = &["/metrics", "/mesh/status"];
 
-/// The router's own routes: probes, metrics, status and the merged OpenAPI document.
+/// The router's own routes: probes, metrics, status, the merged OpenAPI document and the API
+/// reference page over it ([`docs::PATHS`], public like the document).
 pub fn admin_routes(state: Arc<RouterState>, readiness: Readiness) -> Router {
-    admin::router(readiness).merge(
-        Router::new()
-            .route("/mesh/status", get(status::status_page))
-            .route("/openapi.json", get(status::openapi))
-            .with_state(state),
-    )
+    admin::router(readiness)
+        .merge(
+            Router::new()
+                .route("/mesh/status", get(status::status_page))
+                .route("/openapi.json", get(status::openapi))
+                .with_state(state),
+        )
+        .merge(docs::routes())
 }
 
 /// Serves the admin routes on `listener` until `drain` fires.
@@ -208,7 +211,7 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let path = request.uri().path();
-    if PUBLIC_OWN_PATHS.contains(&path) {
+    if PUBLIC_OWN_PATHS.contains(&path) || docs::PATHS.contains(&path) {
         return own_answer(own, request).await;
     }
     if ADMIN_PATHS.contains(&path) {
