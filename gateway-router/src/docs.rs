@@ -121,7 +121,7 @@ mod tests {
         routes().oneshot(request.body(Body::empty()).unwrap()).await.unwrap()
     }
 
-    fn header<'r>(response: &'r Response, name: header::HeaderName) -> &'r str {
+    fn header(response: &Response, name: header::HeaderName) -> &str {
         response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
