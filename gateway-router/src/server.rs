@@ -34,17 +34,14 @@ use crate::{docs, proxy, status};
 const PUBLIC_OWN_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
 const ADMIN_PATHS: &[&str] = &["/metrics", "/mesh/status"];
 
-/// The router's own routes: probes, metrics, status, the merged OpenAPI document and the API
-/// reference page over it ([`docs::PATHS`], public like the document).
+/// The router's own routes: probes, metrics, status and the merged OpenAPI document.
 pub fn admin_routes(state: Arc<RouterState>, readiness: Readiness) -> Router {
-    admin::router(readiness)
-        .merge(
-            Router::new()
-                .route("/mesh/status", get(status::status_page))
-                .route("/openapi.json", get(status::openapi))
-                .with_state(state),
-        )
-        .merge(docs::routes())
+    admin::router(readiness).merge(
+        Router::new()
+            .route("/mesh/status", get(status::status_page))
+            .route("/openapi.json", get(status::openapi))
+            .with_state(state),
+    )
 }
 
 /// Serves the admin routes on `listener` until `drain` fires.
@@ -63,7 +60,9 @@ pub async fn run(
     drain: Drain,
 ) -> anyhow::Result<()> {
     readiness.set_started();
-    let own = admin_routes(state.clone(), readiness);
+    // The API reference page only here: its "Try it out" calls go to the origin that served it,
+    // and only this port forwards them.
+    let own = admin_routes(state.clone(), readiness).merge(docs::routes());
 
     let limits = state.cfg.limits.clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -111,6 +111,10 @@ async fn the_docs_page_renders_and_tries_a_call() {
     assert_eq!(me.body["email"], email.as_str(), "{:?}", me.body);
     assert_eq!(me.body["user_id"], registered["user_id"], "{:?} vs {registered}", me.body);
 
+    // Not on the admin listener, which forwards nothing a "Try it out" would send.
+    let admin = t.http.get(format!("{}/docs", t.admin_base)).send().await.unwrap();
+    assert_eq!(admin.status(), 404, "the admin listener serves /docs");
+
     let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
     println!("screenshot: {} ({size} bytes)", screenshot.display());
     assert!(size > 30_000, "no real screenshot was written");
