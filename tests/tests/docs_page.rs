@@ -20,14 +20,19 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
 }
 
-/// Runs tests/browser/docs-page.mjs with `options`; its JSON report.
-fn drive_docs_page(options: &Value) -> Value {
+/// Fails at once, naming the install script, when the browser tools are not installed.
+fn assert_browser_tools() {
     let dir = browser_dir();
     assert!(
         dir.join("node_modules/playwright-core").is_dir(),
         "playwright-core is not installed in {}: run scripts/browser-tools.sh",
         dir.display()
     );
+}
+
+/// Runs tests/browser/docs-page.mjs with `options`; its JSON report.
+fn drive_docs_page(options: &Value) -> Value {
+    let dir = browser_dir();
     let output = Command::new("node")
         .arg(dir.join("docs-page.mjs"))
         .arg(options.to_string())
@@ -57,6 +62,7 @@ fn operations(document: &Value) -> BTreeSet<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docs_page_renders_and_tries_a_call() {
+    assert_browser_tools();
     let t = TestMesh::start().await;
     let document = t.call(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(document.status, 200, "{:?}", document.body);
