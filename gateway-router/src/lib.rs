@@ -17,6 +17,8 @@
 //! - [`headers`]: hop-by-hop, forwarding, request id and trace context headers.
 //! - [`ratelimit`]: per-client rate limit.
 //! - [`status`]: `/mesh/status` and the merged `/openapi.json`.
+//! - [`docs`]: `/docs`, the API reference page (vendored Swagger UI) over that document, on the
+//!   public port.
 //! - [`server`]: the HTTP/1.1 + h2c server, its own routes and the admin listener.
 //! - [`conn`]: connection caps and the deadlines of one client connection.
 //! - [`body`]: the client's request body under its size and time limits.
@@ -26,6 +28,7 @@ pub mod classify;
 pub mod config;
 pub mod conn;
 pub mod discovery;
+pub mod docs;
 pub mod framing;
 pub mod headers;
 pub mod pool;

@@ -26,7 +26,7 @@ use crate::conn::{self, Activity, Closed, Connections, Tracked, WriteDeadline};
 use crate::framing::FramingGuard;
 use crate::headers::ClientHeaders;
 use crate::state::RouterState;
-use crate::{proxy, status};
+use crate::{docs, proxy, status};
 
 /// Paths the router answers itself on its public port; everything else is classified and
 /// forwarded. `/metrics` and `/mesh/status` show instance addresses and breaker states, so they
@@ -60,7 +60,9 @@ pub async fn run(
     drain: Drain,
 ) -> anyhow::Result<()> {
     readiness.set_started();
-    let own = admin_routes(state.clone(), readiness);
+    // The API reference page only here: its "Try it out" calls go to the origin that served it,
+    // and only this port forwards them.
+    let own = admin_routes(state.clone(), readiness).merge(docs::routes());
 
     let limits = state.cfg.limits.clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -208,7 +210,7 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let path = request.uri().path();
-    if PUBLIC_OWN_PATHS.contains(&path) {
+    if PUBLIC_OWN_PATHS.contains(&path) || docs::PATHS.contains(&path) {
         return own_answer(own, request).await;
     }
     if ADMIN_PATHS.contains(&path) {
