@@ -54,9 +54,17 @@ pub fn check(field: &str, value: &str) -> Result<(), crate::ServiceError> {
     }
 }
 
-/// Whether `s` looks like an id made by [`new_id`]; rejects anything else before it reaches a store key.
+/// The id rule as a regular expression (for the OpenAPI contract): canonical ULID text,
+/// upper-case Crockford base32, the first character at most `7` (a ULID is 128 bits).
+pub const ID_PATTERN: &str = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$";
+
+/// Whether `s` is an id as [`new_id`] writes it ([`ID_PATTERN`]); rejects anything else before
+/// it reaches a store key. Only the canonical spelling: the `ulid` parser also takes lower case
+/// and first characters past `7` (dropping the overflow), so two spellings would name one id.
 pub fn is_id(s: &str) -> bool {
-    s.len() == 26 && s.parse::<ulid::Ulid>().is_ok()
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let bytes = s.as_bytes();
+    bytes.len() == 26 && (b'0'..=b'7').contains(&bytes[0]) && bytes[1..].iter().all(|b| ALPHABET.contains(b))
 }
 
 #[cfg(test)]
@@ -72,6 +80,9 @@ mod tests {
         assert!(is_id(&a));
         assert!(!is_id("not-an-id"));
         assert!(!is_id("../../etc/passwd"));
+        assert!(!is_id(&a.to_lowercase()), "one spelling per id");
+        assert!(!is_id(&format!("8{}", &a[1..])), "past 128 bits");
+        assert!(!is_id(&format!("{}I", &a[..25])), "not Crockford");
     }
 
     #[test]
