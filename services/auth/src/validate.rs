@@ -10,25 +10,28 @@ pub(crate) const MIN_PASSWORD: usize = 10;
 pub(crate) const MAX_PASSWORD: usize = 128;
 const MAX_LABEL: usize = 64;
 
-/// Trims and lower-cases an email and checks it has the shape `local@domain`.
+/// Checks an email as sent and returns it lower-cased. The shape is `local@domain`: no white
+/// space or control characters anywhere (so none to trim: what is checked is what is kept), a
+/// local part of 1 to 64 characters, a domain of non-empty dot-separated labels, 254 characters
+/// in all. Lengths are in characters, as the OpenAPI contract states them
+/// (services/gateway/src/openapi/contract.rs).
 pub(crate) fn email(raw: &str) -> Result<String, ServiceError> {
-    let email = raw.trim().to_lowercase();
-    if email.is_empty() {
+    if raw.is_empty() {
         return Err(ServiceError::invalid("email: must not be empty"));
     }
-    if email.len() > MAX_EMAIL {
+    if raw.chars().count() > MAX_EMAIL {
         return Err(ServiceError::invalid(format!("email: at most {MAX_EMAIL} characters")));
     }
-    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(ServiceError::invalid("email: must not contain spaces or control characters"));
     }
-    let Some((local, domain)) = email.split_once('@') else {
+    let Some((local, domain)) = raw.split_once('@') else {
         return Err(ServiceError::invalid("email: must contain an '@'"));
     };
     if domain.contains('@') {
         return Err(ServiceError::invalid("email: must contain exactly one '@'"));
     }
-    if local.is_empty() || local.len() > MAX_LOCAL_PART {
+    if local.is_empty() || local.chars().count() > MAX_LOCAL_PART {
         return Err(ServiceError::invalid(format!(
             "email: the part before '@' must be 1..={MAX_LOCAL_PART} characters"
         )));
@@ -36,7 +39,7 @@ pub(crate) fn email(raw: &str) -> Result<String, ServiceError> {
     if domain.is_empty() || domain.split('.').any(str::is_empty) {
         return Err(ServiceError::invalid("email: the domain after '@' is not a domain name"));
     }
-    Ok(email)
+    Ok(raw.to_lowercase())
 }
 
 /// The password policy for a new password. `email` is the normalised email of the account.
@@ -70,15 +73,15 @@ pub(crate) fn presented_password(password: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// A label for people (display name, API key name): trimmed, 1..=64 characters, no control
-/// characters (they break logs and terminals).
+/// A label for people (display name, API key name): at most 64 characters as sent, not blank,
+/// no control characters (they break logs and terminals); kept trimmed.
 pub(crate) fn label(field: &str, raw: &str) -> Result<String, ServiceError> {
+    if raw.chars().count() > MAX_LABEL {
+        return Err(ServiceError::invalid(format!("{field}: at most {MAX_LABEL} characters")));
+    }
     let value = raw.trim();
     if value.is_empty() {
         return Err(ServiceError::invalid(format!("{field}: must not be empty")));
-    }
-    if value.chars().count() > MAX_LABEL {
-        return Err(ServiceError::invalid(format!("{field}: at most {MAX_LABEL} characters")));
     }
     if value.chars().any(char::is_control) {
         return Err(ServiceError::invalid(format!("{field}: must not contain control characters")));
@@ -95,7 +98,7 @@ pub(crate) fn secret(field: &str, value: &str) -> Result<(), ServiceError> {
     if value.is_empty() {
         return Err(ServiceError::invalid(format!("{field}: must not be empty")));
     }
-    if value.len() > 256 {
+    if value.chars().count() > 256 {
         return Err(ServiceError::invalid(format!("{field}: at most 256 characters")));
     }
     Ok(())
@@ -113,9 +116,13 @@ mod tests {
     }
 
     #[test]
-    fn emails_are_trimmed_and_lower_cased() {
-        assert_eq!(email("  Ada@Example.COM \n").unwrap(), "ada@example.com");
+    fn emails_are_lower_cased_and_kept_as_sent() {
+        assert_eq!(email("Ada@Example.COM").unwrap(), "ada@example.com");
         assert_eq!(email("a@b").unwrap(), "a@b");
+        // Nothing to trim: white space anywhere is refused, as the contract's pattern says.
+        assert!(email("  ada@example.com").is_err());
+        // Lengths are characters, not bytes.
+        assert!(email(&format!("{}@example.com", "é".repeat(64))).is_ok());
     }
 
     #[test]
@@ -162,7 +169,7 @@ mod tests {
     fn labels_are_trimmed_bounded_and_printable() {
         assert_eq!(label("display_name", "  Ada  ").unwrap(), "Ada");
         assert_eq!(label("display_name", &"é".repeat(64)).unwrap().chars().count(), 64);
-        for bad in ["", "  ", "a\u{0}b", "tab\there", &"x".repeat(65)] {
+        for bad in ["", "  ", "a\u{0}b", "tab\there", &"x".repeat(65), &format!(" {} ", "x".repeat(63))] {
             let msg = message(label("display_name", bad).unwrap_err());
             assert!(msg.starts_with("display_name:"), "{bad:?}: {msg}");
         }

@@ -43,14 +43,17 @@ pub fn email(raw: &str) -> Result<String, ServiceError> {
     Ok(email)
 }
 
-/// Checks a display name and returns it trimmed: 1 to 64 characters, no control characters.
+/// Checks a display name and returns it trimmed: at most 64 characters as sent, not blank, no
+/// control characters.
 pub fn display_name(raw: &str) -> Result<String, ServiceError> {
+    // Counted as sent, like auth's labels and the OpenAPI contract: a name is never refused
+    // for length by one and taken by the other.
+    if raw.chars().count() > DISPLAY_NAME_MAX {
+        return Err(ServiceError::invalid(format!("display_name: at most {DISPLAY_NAME_MAX} characters")));
+    }
     let name = raw.trim();
     if name.is_empty() {
         return Err(ServiceError::invalid("display_name: must not be empty"));
-    }
-    if name.chars().count() > DISPLAY_NAME_MAX {
-        return Err(ServiceError::invalid(format!("display_name: at most {DISPLAY_NAME_MAX} characters")));
     }
     if name.chars().any(char::is_control) {
         return Err(ServiceError::invalid("display_name: must not contain control characters"));
