@@ -67,3 +67,64 @@ fn query_problem(rejection: QueryRejection) -> ApiError {
     let detail = text.split_once(": ").map(|(_, rest)| rest.to_owned()).unwrap_or(text);
     ApiError::bad_request(format!("query: {detail}"))
 }
+
+/// `#[serde(deserialize_with = "crate::json::integer")]`: an integer field that takes what
+/// JSON Schema calls an integer, a number without a fraction, so `29.0` as well as `29` (serde
+/// alone refuses `29.0` for an integer type, and a client generated from the contract may send
+/// it), and in a query string its text. Anything with a fraction, or out of the type's range,
+/// is refused naming the field.
+pub fn integer<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    let value = deserializer.deserialize_any(IntegerVisitor)?;
+    T::try_from(value).map_err(|_| serde::de::Error::custom(format!("{value} is out of range")))
+}
+
+/// [`integer`] for an optional field (`Option<T>`, absent or `null` is `None`).
+pub fn optional_integer<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    #[derive(serde::Deserialize)]
+    struct Wrapped<T: TryFrom<i128>>(#[serde(deserialize_with = "integer")] T);
+    let wrapped: Option<Wrapped<T>> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(wrapped.map(|Wrapped(value)| value))
+}
+
+struct IntegerVisitor;
+
+impl serde::de::Visitor<'_> for IntegerVisitor {
+    type Value = i128;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an integer")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i128, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i128, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i128, E> {
+        // Past 2^63 an f64 is no longer exact, and every field here is far below it.
+        if v.fract() == 0.0 && v.abs() < 9.2e18 {
+            Ok(v as i128)
+        } else {
+            Err(E::custom(format!("invalid type: {v} is not an integer")))
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<i128, E> {
+        match (v.parse::<i128>(), v.parse::<f64>()) {
+            (Ok(n), _) => Ok(n),
+            (_, Ok(f)) if f.is_finite() => self.visit_f64(f),
+            _ => Err(E::custom(format!("invalid type: {v:?} is not an integer"))),
+        }
+    }
+}

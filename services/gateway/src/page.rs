@@ -8,7 +8,8 @@ use utoipa::IntoParams;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// 1 to 100; default 20.
+    /// 1 to 100; 0 or absent: 20.
+    #[serde(default, deserialize_with = "crate::json::optional_integer")]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

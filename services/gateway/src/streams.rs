@@ -46,6 +46,11 @@ pub struct StreamConfig {
     /// Interval of keep-alive comments on an idle stream. Default: 15s.
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// Longest a stream stays open; then it ends cleanly and the client reconnects with
+    /// `Last-Event-ID` (EventSource does so by itself), so no connection is held for ever and
+    /// a client's slot turns over. Default: 1h.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
 }
 
 impl Default for StreamConfig {
@@ -57,6 +62,7 @@ impl Default for StreamConfig {
             buffer: 64,
             stall_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(15),
+            max_duration: Duration::from_secs(3600),
         }
     }
 }

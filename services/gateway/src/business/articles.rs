@@ -69,8 +69,9 @@ pub struct CreateArticleBody {
     pub title: String,
     #[serde(default)]
     pub body: String,
+    #[serde(deserialize_with = "crate::json::integer")]
     pub price_cents: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::integer")]
     pub stock: i64,
 }
 
@@ -81,6 +82,7 @@ pub struct CreateArticleBody {
 pub struct SearchParams {
     /// Words that must all appear in the title or body.
     pub q: Option<String>,
+    #[serde(default, deserialize_with = "crate::json::optional_integer")]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

@@ -59,11 +59,12 @@ struct Buffered(Option<Event>);
 /// `<ms>-<seq>`: a position the service hands out (a store log id); anything else is refused here.
 pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(value) = headers.get("last-event-id") else { return Ok(String::new()) };
-    let id = value.to_str().unwrap_or_default().trim();
+    let refused = || ApiError::bad_request("Last-Event-ID is not an event id this stream sent");
+    let id = value.to_str().map_err(|_| refused())?.trim();
     match id {
         "" => Ok(String::new()),
         id if mesh_core::store::is_entry_id(id) => Ok(id.to_owned()),
-        _ => Err(ApiError::bad_request("Last-Event-ID is not an event id this stream sent")),
+        _ => Err(refused()),
     }
 }
 
@@ -93,12 +94,14 @@ pub async fn live(
     ValidQuery(params): ValidQuery<LiveParams>,
 ) -> Result<Response, ApiError> {
     let after_id = last_event_id(&headers)?;
+    let kind = params.kind.unwrap_or_default();
+    // The event type rule (analytics validate::event_type); empty is every type.
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-');
+    if kind.len() > 64 || !kind.chars().all(allowed) {
+        return Err(ApiError::bad_request("type: at most 64 characters of a-z, 0-9, '_', '.', '-'"));
+    }
     let slot = state.streams.acquire(&principal.user_id).await?;
-    let request = pb::WatchEventsRequest {
-        owner_id: principal.user_id,
-        r#type: params.kind.unwrap_or_default(),
-        after_id,
-    };
+    let request = pb::WatchEventsRequest { owner_id: principal.user_id, r#type: kind, after_id };
     // The deadline covers the call until its headers: the stream itself runs until someone ends it.
     let upstream = state.analytics.watch_events(request).await?;
     Ok(sse(&state.cfg.streams, upstream, slot, sse_event))
@@ -113,7 +116,8 @@ pub(crate) fn sse<T: Send + 'static>(
     to_event: fn(T) -> Event,
 ) -> Response {
     let (tx, rx) = mpsc::channel(cfg.buffer.max(1));
-    tokio::spawn(pump(upstream, tx, slot, cfg.stall_timeout, to_event));
+    let deadline = tokio::time::Instant::now() + cfg.max_duration;
+    tokio::spawn(pump(upstream, tx, slot, cfg.stall_timeout, deadline, to_event));
     let keep_alive = KeepAlive::new().interval(cfg.keep_alive);
     Sse::new(body(rx)).keep_alive(keep_alive).into_response()
 }
@@ -127,18 +131,20 @@ fn body(rx: mpsc::Receiver<Buffered>) -> impl Stream<Item = Result<Event, Infall
 }
 
 /// Moves events from upstream to the client's buffer until either side is done, or the client
-/// has let the buffer stay full for `stall`.
+/// has let the buffer stay full for `stall`, or `deadline` (`streams.max_duration`) passes.
 async fn pump<T>(
     mut upstream: tonic::Streaming<T>,
     tx: mpsc::Sender<Buffered>,
     slot: StreamSlot,
     stall: Duration,
+    deadline: tokio::time::Instant,
     to_event: fn(T) -> Event,
 ) {
     let ended = loop {
         let message = tokio::select! {
             () = tx.closed() => break "client_gone",
             () = slot.closing() => break "shutdown",
+            () = tokio::time::sleep_until(deadline) => break "max_duration",
             message = upstream.message() => message,
         };
         let event = match message {

@@ -168,7 +168,8 @@ pub async fn refresh(
 }
 
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth",
-    responses((status = 204, description = "session revoked"), (status = 400, description = "not a session token")))]
+    responses((status = 204, description = "session revoked (also when it already was)"),
+        (status = 400, description = "not a session token")))]
 pub async fn logout(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -177,8 +178,13 @@ pub async fn logout(
         .session_id
         .ok_or_else(|| ApiError::bad_request("logout needs a session's access token, not an API key"))?;
     let request = pb::LogoutRequest { user_id: principal.user_id, session_id };
-    state.auth.logout(request).await?;
-    Ok(StatusCode::NO_CONTENT)
+    match state.auth.logout(request).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        // Already logged out (the revocation has not reached this gateway's cache yet): the
+        // session is gone either way, so a repeated logout is done, not "session not found".
+        Err(failure) if failure.status.code() == tonic::Code::NotFound => Ok(StatusCode::NO_CONTENT),
+        Err(failure) => Err(failure.into()),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/auth/api-keys", tag = "auth", request_body = CreateApiKeyBody,
