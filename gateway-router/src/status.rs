@@ -129,16 +129,61 @@ pub async fn openapi(State(state): State<Arc<RouterState>>) -> impl IntoResponse
     (StatusCode::OK, Json(merged))
 }
 
+/// Adds one gateway's document to the merged one: its paths, and every section of its
+/// components (schemas, headers, security schemes), each operation also documenting what the
+/// router itself answers in front of it ([`router_answers`]).
 fn merge(into: &mut Value, document: &Value) {
-    for section in ["paths"] {
-        if let (Some(target), Some(source)) = (into[section].as_object_mut(), document[section].as_object()) {
-            target.extend(source.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let (Some(target), Some(source)) = (into["paths"].as_object_mut(), document["paths"].as_object()) {
+        for (path, item) in source {
+            let mut item = item.clone();
+            if let Some(operations) = item.as_object_mut() {
+                operations.values_mut().for_each(router_answers);
+            }
+            target.insert(path.clone(), item);
         }
     }
-    if let (Some(target), Some(source)) =
-        (into["components"]["schemas"].as_object_mut(), document["components"]["schemas"].as_object())
-    {
-        target.extend(source.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(sections) = document["components"].as_object() {
+        for (section, entries) in sections {
+            let Some(entries) = entries.as_object() else { continue };
+            let target = into["components"]
+                .as_object_mut()
+                .map(|c| c.entry(section.clone()).or_insert_with(|| json!({})));
+            if let Some(target) = target.and_then(Value::as_object_mut) {
+                target.extend(entries.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+    }
+}
+
+/// What the router answers itself, in front of every route: its problems
+/// (`proxy::Refusal::problem`), documented on each operation that does not already say more.
+fn router_answers(operation: &mut Value) {
+    let has_body = operation.get("requestBody").is_some();
+    let mut answers = vec![
+        (400, "the request's framing or target is invalid"),
+        (429, "this client address is sending faster than the router allows; see `Retry-After`"),
+        (431, "the request's headers are larger, or more, than the router accepts"),
+        (502, "the gateway failed before answering; see `Retry-After`"),
+        (503, "no healthy gateway for this route, or they are at capacity; see `Retry-After`"),
+        (504, "the gateway did not answer in time"),
+    ];
+    if has_body {
+        answers.push((408, "the request body did not arrive in time"));
+        answers.push((413, "the body is larger than the router accepts"));
+    }
+    let Some(responses) = operation["responses"].as_object_mut() else { return };
+    for (status, description) in answers {
+        responses.entry(status.to_string()).or_insert_with(|| {
+            let mut headers = json!({"x-request-id": {"$ref": "#/components/headers/x-request-id"}});
+            if matches!(status, 429 | 502 | 503) {
+                headers["Retry-After"] = json!({"$ref": "#/components/headers/Retry-After"});
+            }
+            json!({
+                "description": description,
+                "headers": headers,
+                "content": {mesh_core::problem::CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            })
+        });
     }
 }
 
@@ -150,8 +195,17 @@ mod tests {
     fn documents_merge_paths_and_schemas() {
         let mut into = json!({"paths": {}, "components": {"schemas": {}}});
         merge(&mut into, &json!({"paths": {"/a": {}}, "components": {"schemas": {"A": {}}}}));
-        merge(&mut into, &json!({"paths": {"/b": {}}}));
+        merge(
+            &mut into,
+            &json!({"paths": {"/b": {"post": {"requestBody": {}, "responses": {"200": {}}}}},
+            "components": {"securitySchemes": {"bearer": {}}}}),
+        );
         assert_eq!(into["paths"].as_object().unwrap().len(), 2);
         assert!(into["components"]["schemas"].get("A").is_some());
+        assert!(into["components"]["securitySchemes"].get("bearer").is_some(), "every section merges");
+        let responses = &into["paths"]["/b"]["post"]["responses"];
+        for status in ["200", "413", "429", "503"] {
+            assert!(responses.get(status).is_some(), "{status}: {responses}");
+        }
     }
 }

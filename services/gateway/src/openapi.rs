@@ -1,9 +1,16 @@
-//! The OpenAPI 3.1 document of each gateway, generated from the real handler types.
+//! The OpenAPI 3.1 document of each gateway: generated from the real handler types (utoipa),
+//! then made a contract by [`contract`]: the rules the handlers and services enforce, every
+//! status each route can answer, the headers, the security schemes and the links.
 
+mod contract;
+
+use serde_json::Value;
 use utoipa::OpenApi;
 
 use crate::config::Domain;
 use crate::{business, identity};
+
+pub use contract::{PUBLIC_OPERATIONS, error_response};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -47,9 +54,12 @@ struct IdentityApi;
 struct BusinessApi;
 
 /// The document of one domain's gateway.
-pub fn document(domain: Domain) -> utoipa::openapi::OpenApi {
-    match domain {
+pub fn document(domain: Domain) -> Value {
+    let generated = match domain {
         Domain::Identity => IdentityApi::openapi(),
         Domain::Business => BusinessApi::openapi(),
-    }
+    };
+    let mut document = serde_json::to_value(generated).unwrap_or_default();
+    contract::apply(&mut document);
+    document
 }

@@ -103,3 +103,16 @@ pub async fn authenticate(
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
 }
+
+/// The methods of a route behind [`authenticate`], then metering ([`crate::quota::meter`]).
+/// Layered on the method router, not the path: a method the path does not have is answered
+/// 405 (with `Allow`) before anyone is asked for credentials or charged for it.
+pub fn guarded(
+    state: &crate::state::AppState,
+    methods: axum::routing::MethodRouter<crate::state::AppState>,
+) -> axum::routing::MethodRouter<crate::state::AppState> {
+    use axum::middleware::from_fn_with_state;
+    methods
+        .route_layer(from_fn_with_state(Arc::new(state.meter.clone()), crate::quota::meter))
+        .route_layer(from_fn_with_state(Arc::new(state.authn.clone()), authenticate))
+}
