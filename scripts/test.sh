@@ -67,7 +67,11 @@ else
   say "clippy not installed; skipping lints"
 fi
 
-say "deployment files (scripts/validate-deploy.sh)"
+# The docs page test drives Swagger UI with playwright-core (npm, pinned in tests/browser).
+say "browser tools (scripts/browser-tools.sh)"
+./scripts/browser-tools.sh
+
+say "deployment files and the Python tools (scripts/validate-deploy.sh)"
 ./scripts/validate-deploy.sh
 
 # The chaos tests run the gateway binaries as real processes: build every binary first.

@@ -20,6 +20,9 @@ cd "$(dirname "$0")/.."
 CHECKOV_VERSION=3.3.30
 KUBERNETES_VALIDATE_VERSION=1.37.0
 CHECK_JSONSCHEMA_VERSION=0.39.0
+# Not a deploy tool: the API conformance test (tests/tests/conformance.rs) runs it from this
+# virtualenv, so one cached install serves both.
+SCHEMATHESIS_VERSION=4.32.5
 # Kubernetes versions whose schemas the manifests must satisfy: the newest kubernetes-validate
 # ships, and the oldest cluster these manifests support.
 K8S_VERSIONS=(1.37.0 1.30.0)
@@ -41,7 +44,7 @@ command -v python3 >/dev/null 2>&1 || fail tools "python3 is missing (Debian: ap
 command -v kubectl >/dev/null 2>&1 || fail tools "kubectl is missing (it renders the kustomize overlays); install it and run again"
 
 venv=${MESH_DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mesh/deploy-venv}
-want="checkov==$CHECKOV_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
+want="checkov==$CHECKOV_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION schemathesis==$SCHEMATHESIS_VERSION"
 if [ "$(cat "$venv/.mesh-pins" 2>/dev/null)" != "$want" ]; then
   say "installing $want into $venv"
   t0=$(date +%s)
