@@ -132,7 +132,7 @@ mod tests {
     }
 
     #[test]
-    fn stock_lines_are_bounded_and_unique() {
+    fn stock_lines_are_bounded() {
         let a = ids::new_id();
         let b = ids::new_id();
         let line = |id: &str, quantity| StockLine { article_id: id.into(), quantity };
@@ -142,6 +142,6 @@ mod tests {
         assert_eq!(field_of(stock_lines(&[line(&a, 0)]).unwrap_err()), "lines[0].quantity");
         assert_eq!(field_of(stock_lines(&[line(&a, 1), line(&b, 1001)]).unwrap_err()), "lines[1].quantity");
         assert_eq!(field_of(stock_lines(&[line("nope", 1)]).unwrap_err()), "lines[0].article_id");
-        assert_eq!(field_of(stock_lines(&[line(&a, 1), line(&a, 2)]).unwrap_err()), "lines[1].article_id");
+        assert!(stock_lines(&[line(&a, 1), line(&a, 2)]).is_ok(), "an article may be on two lines");
     }
 }

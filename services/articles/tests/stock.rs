@@ -172,7 +172,6 @@ async fn bad_reservations_are_invalid_argument_and_take_nothing() {
         ("lines[0].quantity", reservation(vec![line(&lamp, 0)])),
         ("lines[0].quantity", reservation(vec![line(&lamp, 1001)])),
         ("lines[0].article_id", reservation(vec![line("lamp", 1)])),
-        ("lines[1].article_id", reservation(vec![line(&lamp, 1), line(&lamp, 2)])),
     ];
     for (field, req) in cases {
         let err = client.reserve_stock(req).await.unwrap_err();
@@ -182,4 +181,17 @@ async fn bad_reservations_are_invalid_argument_and_take_nothing() {
     let err = client.release_stock(release("nope")).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(stock_of(&mut client, &lamp).await, 10);
+}
+
+#[tokio::test]
+async fn an_article_on_two_lines_takes_both_or_neither() {
+    let redis = RedisServer::start().await.unwrap();
+    let (_svc, [mut client, _]) = two_replicas(&redis).await;
+    let lamp = create(&mut client, "Lamp", "", 2_500, 10).await.id;
+    client.reserve_stock(reservation(vec![line(&lamp, 3), line(&lamp, 4)])).await.unwrap();
+    assert_eq!(stock_of(&mut client, &lamp).await, 3);
+    // More than is left, over two lines of which the first fits: nothing is taken.
+    let err = client.reserve_stock(reservation(vec![line(&lamp, 2), line(&lamp, 2)])).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(stock_of(&mut client, &lamp).await, 3);
 }
