@@ -173,17 +173,9 @@ fn router_answers(operation: &mut Value) {
     }
     let Some(responses) = operation["responses"].as_object_mut() else { return };
     for (status, description) in answers {
-        responses.entry(status.to_string()).or_insert_with(|| {
-            let mut headers = json!({"x-request-id": {"$ref": "#/components/headers/x-request-id"}});
-            if matches!(status, 429 | 502 | 503) {
-                headers["Retry-After"] = json!({"$ref": "#/components/headers/Retry-After"});
-            }
-            json!({
-                "description": description,
-                "headers": headers,
-                "content": {mesh_core::problem::CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-            })
-        });
+        responses
+            .entry(status.to_string())
+            .or_insert_with(|| mesh_core::problem::openapi_response(status, description));
     }
 }
 

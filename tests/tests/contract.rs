@@ -80,52 +80,24 @@ async fn every_route_documents_every_status_it_answers() {
     let fresh_id = mesh_core::ids::new_id();
     let big = format!("{{\"x\": \"{}\"}}", "a".repeat(70 * 1024)).into_bytes();
     let tries = |token: &str| {
+        let with = |name, body: Option<(&'static str, Vec<u8>)>, path_id, query| Try {
+            name,
+            auth: Some(token.to_owned()),
+            body,
+            path_id,
+            query,
+        };
+        let json = |bytes: &[u8]| Some(("application/json", bytes.to_vec()));
         vec![
-            Try { name: "no credentials", auth: None, body: None, path_id: "id", query: "" },
-            Try {
-                name: "a forged token",
-                auth: Some("e30.e30.e30".into()),
-                body: None,
-                path_id: "id",
-                query: "",
-            },
-            Try { name: "no body", auth: Some(token.into()), body: None, path_id: "id", query: "" },
-            Try {
-                name: "not JSON",
-                auth: Some(token.into()),
-                body: Some(("text/plain", b"hello".to_vec())),
-                path_id: "id",
-                query: "",
-            },
-            Try {
-                name: "malformed JSON",
-                auth: Some(token.into()),
-                body: Some(("application/json", b"{\"a\":".to_vec())),
-                path_id: "id",
-                query: "",
-            },
-            Try {
-                name: "an unknown field",
-                auth: Some(token.into()),
-                body: Some(("application/json", b"{\"nope\": 1}".to_vec())),
-                path_id: "id",
-                query: "",
-            },
-            Try {
-                name: "a body too large",
-                auth: Some(token.into()),
-                body: Some(("application/json", big.clone())),
-                path_id: "id",
-                query: "",
-            },
-            Try { name: "not an id", auth: Some(token.into()), body: None, path_id: "bad", query: "" },
-            Try {
-                name: "a bad query",
-                auth: Some(token.into()),
-                body: None,
-                path_id: "id",
-                query: "?limit=many&window=1y&cursor=x",
-            },
+            Try { auth: None, ..with("no credentials", None, "id", "") },
+            Try { auth: Some("e30.e30.e30".into()), ..with("a forged token", None, "id", "") },
+            with("no body", None, "id", ""),
+            with("not JSON", Some(("text/plain", b"hello".to_vec())), "id", ""),
+            with("malformed JSON", json(b"{\"a\":"), "id", ""),
+            with("an unknown field", json(b"{\"nope\": 1}"), "id", ""),
+            with("a body too large", json(&big), "id", ""),
+            with("not an id", None, "bad", ""),
+            with("a bad query", None, "id", "?limit=many&window=1y&cursor=x"),
         ]
     };
     let mut undocumented = Vec::new();

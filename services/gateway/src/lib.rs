@@ -108,12 +108,14 @@ pub fn app(state: AppState, instance: &str, readiness: Readiness) -> Router {
         Domain::Identity => identity::routes(&state),
         Domain::Business => business::routes(&state),
     };
-    let document = openapi::document(domain);
-    let routes = routes
-        .route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
-        .fallback(|| async {
-            ApiError::not_found("no route matches this path on this gateway").into_response()
-        });
+    // Serialised once: the handler would otherwise clone and encode the whole document per call.
+    let document =
+        axum::body::Bytes::from(serde_json::to_vec(&openapi::document(domain)).unwrap_or_default());
+    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    let routes =
+        routes.route("/openapi.json", axum::routing::get(move || async move { (json, document) })).fallback(
+            || async { ApiError::not_found("no route matches this path on this gateway").into_response() },
+        );
     let fallbacks = Arc::new(fallback::FallbackCounts::default());
     let observe: context::Observer = {
         let fallbacks = fallbacks.clone();

@@ -10,7 +10,7 @@ use utoipa::OpenApi;
 use crate::config::Domain;
 use crate::{business, identity};
 
-pub use contract::{PUBLIC_OPERATIONS, error_response};
+pub use contract::PUBLIC_OPERATIONS;
 
 #[derive(OpenApi)]
 #[openapi(

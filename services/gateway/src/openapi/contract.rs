@@ -272,25 +272,16 @@ fn common_description(status: u16) -> &'static str {
     }
 }
 
-/// The problem answer of `status`, with its headers.
-pub fn error_response(status: u16, description: &str) -> Value {
-    let mut headers = json!({"x-request-id": {"$ref": "#/components/headers/x-request-id"}});
-    if matches!(status, 429 | 503) {
-        headers["Retry-After"] = json!({"$ref": "#/components/headers/Retry-After"});
-    }
-    if status == 401 {
-        headers["WWW-Authenticate"] = json!({"$ref": "#/components/headers/WWW-Authenticate"});
-    }
+/// The problem answer of `status` ([`mesh_core::problem::openapi_response`]); a 429 here is
+/// the quota's, which says how much is left.
+fn error_response(status: u16, description: &str) -> Value {
+    let mut response = mesh_core::problem::openapi_response(status, description);
     if status == 429 {
         for name in ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"] {
-            headers[name] = json!({"$ref": format!("#/components/headers/{name}")});
+            response["headers"][name] = json!({"$ref": format!("#/components/headers/{name}")});
         }
     }
-    json!({
-        "description": description,
-        "headers": headers,
-        "content": {mesh_core::problem::CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    })
+    response
 }
 
 fn responses(path: &str, method: &str, operation: &mut Value) {
@@ -397,21 +388,13 @@ fn links(document: &mut Value) {
     }
 }
 
-/// Sets every key of `rule` on `target`, keeping the target's description.
+/// Sets every key of `rule` on `target`, keeping the target's description. The generated
+/// `format` and `minimum` (utoipa's for `u32`, `int32` from 0) give way to the rule's range.
 fn merge_object(target: &mut Value, rule: Value) {
-    let Value::Object(rule) = rule else { return };
-    if target.get("$ref").is_some() || target.get("type").is_some() {
-        // The generated type (e.g. `["string", "null"]`) gives way to the rule's.
-        if let Some(object) = target.as_object_mut() {
-            object.remove("format");
-            object.remove("minimum");
-        }
-    }
-    if let Some(object) = target.as_object_mut() {
-        for (key, value) in rule {
-            object.insert(key, value);
-        }
-    }
+    let (Some(object), Value::Object(rule)) = (target.as_object_mut(), rule) else { return };
+    object.remove("format");
+    object.remove("minimum");
+    object.extend(rule);
 }
 
 #[cfg(test)]
