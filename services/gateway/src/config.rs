@@ -36,6 +36,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener; the admin routes are also served on `listen`. Default: port 9081 / 9082.
     pub admin_listen: SocketAddr,
+    /// Serve `/fault` on the admin routes, through which `meshctl chaos` injects latency and
+    /// errors into this gateway's requests (docs/chaos.md). A test instrument: never on in
+    /// production. Default: false.
+    pub admin_faults: bool,
     /// Name of this instance in `x-mesh-gateway`. Default: `<domain>@<listen>`.
     pub instance: Option<String>,
     /// API key cache, last-known-good answers and the response cache (Redis in deployments).
@@ -216,6 +220,7 @@ impl Config {
             domain,
             listen: ([127, 0, 0, 1], port).into(),
             admin_listen: ([127, 0, 0, 1], admin).into(),
+            admin_faults: false,
             instance: None,
             store: StoreConfig::default(),
             services: Services::default(),
@@ -260,6 +265,10 @@ impl Listens for Config {
     fn store(&self) -> Option<&StoreConfig> {
         Some(&self.store)
     }
+
+    fn admin_faults(&self) -> bool {
+        self.admin_faults
+    }
 }
 
 /// The business gateway binary's config: the same fields with business defaults.
@@ -284,6 +293,10 @@ impl Listens for BusinessConfig {
 
     fn store(&self) -> Option<&StoreConfig> {
         Some(&self.0.store)
+    }
+
+    fn admin_faults(&self) -> bool {
+        self.0.admin_faults
     }
 }
 

@@ -171,7 +171,8 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: Shutdown) -> an
     readiness.watch_store(state.store.clone());
     readiness.set_started();
     tracing::info!(addr = %bound, domain = state.cfg.domain.as_str(), %instance, "gateway serving");
-    let app = app(state, &instance, readiness);
+    let app = app(state, &instance, readiness)
+        .layer(mesh_core::fault_inject::FaultLayer(mesh_core::fault_inject::Protocol::Http));
     // The peer address reaches handlers (ConnectInfo): the throttles key on the client's.
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(drain.signaled());

@@ -6,6 +6,8 @@
 //!   whether the store answers: a component serves while Redis is down (the store tier fails
 //!   open), so that is a detail of readiness, not a condition of it.
 //! - `GET /metrics`: Prometheus text format.
+//! - `GET|PUT|DELETE /fault`: injected latency and errors ([`crate::fault_inject`]); 404 unless
+//!   the process runs with `admin_faults = true`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -18,6 +20,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::fault_inject;
 use crate::shutdown::Drain;
 
 /// Whether this process should receive traffic.
@@ -54,6 +57,13 @@ pub fn router(readiness: Readiness) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/fault",
+            get(fault_inject::get_fault)
+                .put(fault_inject::put_fault)
+                .post(fault_inject::put_fault)
+                .delete(fault_inject::delete_fault),
+        )
         .with_state(readiness)
 }
 

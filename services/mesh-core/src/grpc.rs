@@ -66,6 +66,7 @@ pub async fn serve(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(crate::grpc_metrics::GrpcMetricsLayer)
+        .layer(crate::fault_inject::FaultLayer(crate::fault_inject::Protocol::Grpc))
         .add_routes(routes)
         .add_service(health)
         .add_optional_service(reflection_v1)

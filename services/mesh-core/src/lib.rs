@@ -12,6 +12,7 @@
 //! - [`contracts`]: rules several components check (ids of requests and idempotency, order lines).
 //! - [`error`]: domain errors and their one mapping to `tonic::Status`.
 //! - [`fault`]: the one failure model: which side failed, timed out or not, where to retry.
+//! - [`fault_inject`]: chaos faults (latency, errors) set on the admin listener, off unless enabled.
 //! - [`grpc`]: serving a tonic router with `grpc.health.v1`, server reflection and graceful drain.
 //! - [`grpc_metrics`]: request count and latency of every gRPC server.
 //! - [`health`]: `grpc.health.v1` whose watches end when the server drains.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod contracts;
 pub mod error;
 pub mod fault;
+pub mod fault_inject;
 pub mod forwarded;
 pub mod grpc;
 pub mod grpc_metrics;

@@ -26,6 +26,10 @@ pub trait Listens {
     fn store(&self) -> Option<&crate::store::StoreConfig> {
         None
     }
+    /// Whether `/fault` is served on the admin listener (the `admin_faults` key).
+    fn admin_faults(&self) -> bool {
+        false
+    }
 }
 
 /// Runs one component as a process until SIGTERM/SIGINT, then drains it.
@@ -95,6 +99,7 @@ where
 {
     crate::telemetry::init(name);
     let cfg: C = sources.load()?;
+    crate::fault_inject::enable(cfg.admin_faults());
     let listener = bind(cfg.listen()).with_context(|| format!("cannot listen on {}", cfg.listen()))?;
     let admin_listener = TcpListener::bind(cfg.admin_listen())
         .await

@@ -5,7 +5,7 @@
 //! `flatten` would share the head as a struct of its own, but it does not mix with
 //! `deny_unknown_fields` (a flattened struct sees every key as unknown), so the head is a macro
 //! instead: [`service_config!`](crate::service_config) writes the shared fields (`listen`,
-//! `admin_listen`, `server`, `store`) with their documentation and defaults, the service's own
+//! `admin_listen`, `admin_faults`, `server`, `store`) with their documentation and defaults, the service's own
 //! fields after them, `Default`, and [`Listens`](crate::process::Listens).
 //!
 //! The calling crate needs `serde` (with `derive`) as a dependency, as every service has.
@@ -54,6 +54,10 @@ macro_rules! service_config {
                 "`."
             )]
             pub admin_listen: ::std::net::SocketAddr,
+            /// Serve `/fault` on the admin listener, through which `meshctl chaos` injects
+            /// latency and errors into this process's calls (docs/chaos.md). A test instrument:
+            /// never on in production. Default: false.
+            pub admin_faults: bool,
             /// The gRPC server: the bound on one call, and how it drains.
             pub server: $crate::grpc::ServerConfig,
             /// Where the service's state lives; every replica must share it. Default: memory (one
@@ -70,6 +74,7 @@ macro_rules! service_config {
                 Self {
                     listen: ([127, 0, 0, 1], $port).into(),
                     admin_listen: ([127, 0, 0, 1], $admin_port).into(),
+                    admin_faults: false,
                     server: ::std::default::Default::default(),
                     store: ::std::default::Default::default(),
                     $($field: $default,)*
@@ -88,6 +93,10 @@ macro_rules! service_config {
 
             fn store(&self) -> ::std::option::Option<&$crate::store::StoreConfig> {
                 ::std::option::Option::Some(&self.store)
+            }
+
+            fn admin_faults(&self) -> bool {
+                self.admin_faults
             }
         }
     };
