@@ -1,6 +1,9 @@
 //! `meshctl`: the operator's CLI.
 
 mod bench;
+mod chaos;
+mod procs;
+mod state;
 mod status;
 mod up;
 
@@ -27,6 +30,9 @@ enum Command {
     Status(status::StatusArgs),
     /// Measure the mesh: the router against nginx, the whole chain, a ladder of users.
     Bench(bench::BenchArgs),
+    /// Break a running `meshctl up --processes` mesh (kill, pause, delay, fail, Redis down) and
+    /// see what it does; `chaos run FILE` plays a scenario under load and judges it.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[tokio::main]
@@ -37,5 +43,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Up(args) => up::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Chaos(args) => chaos::run(args).await,
     }
 }

@@ -1,6 +1,10 @@
-//! `meshctl up`: the whole mesh in this process, on the documented loopback ports.
+//! `meshctl up`: the whole mesh in this process, on the documented loopback ports; with
+//! `--processes`, each component its own child process ([`processes`]).
+
+mod processes;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,9 +41,21 @@ pub(crate) struct UpArgs {
     /// Requests per second the router accepts from one client address (0: no limit).
     #[arg(long, default_value_t = 200)]
     client_rps: u32,
+    /// Run each component as its own child process (the real binaries beside meshctl), so
+    /// `meshctl chaos` can kill, pause and restart them; they share a Redis (--redis-url, or a
+    /// redis-server started here). See docs/chaos.md.
+    #[arg(long)]
+    processes: bool,
+    /// With --processes: where to write what was started, for `meshctl chaos`. Default:
+    /// $XDG_RUNTIME_DIR/meshctl/mesh.json (or <temp dir>/meshctl-<uid>/mesh.json).
+    #[arg(long, env = "MESHCTL_STATE", requires = "processes")]
+    state: Option<PathBuf>,
 }
 
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
+    if args.processes {
+        return processes::run(args).await;
+    }
     let store = StoreConfig {
         redis_url: Some(args.redis_url.clone().unwrap_or_else(|| "memory://meshctl".into())),
         ..StoreConfig::default()

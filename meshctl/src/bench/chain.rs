@@ -19,7 +19,7 @@ use super::Settings;
 use super::load::{Figures, Load, Mix, Pacing, RequestSpec};
 use super::mesh::{MeshChild, RedisChild, next_setup_source};
 use super::metrics::{self, Exposition, HopTime};
-use super::procs::PeakRss;
+use crate::procs::PeakRss;
 use super::report::{self, Totals};
 
 /// Articles orders are spread over, each with the most stock allowed.
@@ -81,7 +81,7 @@ async fn run_store(
     let token = mesh.api().user("bench-user@example.com", next_setup_source()).await?;
     let admins = [mesh.admin(), mesh.router_admin()];
 
-    let idle_kib = super::procs::rss_kib(mesh.pid()).unwrap_or(0);
+    let idle_kib = crate::procs::rss_kib(mesh.pid()).unwrap_or(0);
     let peak = PeakRss::watch(mesh.pid());
     let mut routes = Vec::new();
     for (route, mix) in route_mixes(&token, &articles) {
@@ -98,7 +98,7 @@ async fn run_store(
     }
     let peak_kib = peak.peak();
     tokio::time::sleep(settings.settle()).await;
-    let after_kib = super::procs::rss_kib(mesh.pid()).unwrap_or(0);
+    let after_kib = crate::procs::rss_kib(mesh.pid()).unwrap_or(0);
     let rss = Rss { idle_kib, peak_kib, after_kib };
     println!(
         "  mesh RSS: idle {:.1} MiB, peak {:.1} MiB, {:?} after the load {:.1} MiB",

@@ -18,7 +18,7 @@ use tokio::process::Command;
 use super::Settings;
 use super::conn;
 use super::load::{Figures, Load, Pacing, RequestSpec};
-use super::procs::{self, Guard, PeakRss, TempDir};
+use crate::procs::{self, Guard, PeakRss, TempDir};
 use super::report::{self, Totals};
 
 /// Time allowed for a proxy or the backend to start answering.

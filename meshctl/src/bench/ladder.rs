@@ -22,7 +22,7 @@ use super::chain::request;
 use super::conn::{self, LOAD_BLOCK};
 use super::load::{Figures, Load, Mix, Pacing};
 use super::mesh::{Api, MeshChild};
-use super::procs::PeakRss;
+use crate::procs::PeakRss;
 use super::report::{self, Totals};
 
 /// The pause after each answer.

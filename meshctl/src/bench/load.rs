@@ -10,7 +10,9 @@
 //!   politely waited (coordinated omission; the correction wrk2 makes).
 //!
 //! Latencies go into one HdrHistogram (microseconds) per connection, merged at the end. Only
-//! 2xx answers are latencies; everything else is an error counted by kind.
+//! 2xx answers are latencies; everything else is an error counted by kind. With
+//! [`Load::run_timeline`], every request is also counted in the slice of the run its intended
+//! send time falls in, so a chaos scenario reads the figures before, during and after a fault.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -124,6 +126,81 @@ struct Tally {
     requests: u64,
     errors: BTreeMap<String, u64>,
     samples: BTreeMap<String, String>,
+    timeline: Option<Timeline>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 1 h at 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// A load's requests by the slice of the run their intended send time falls in.
+#[derive(Clone, Debug)]
+pub(crate) struct Timeline {
+    pub(crate) width: Duration,
+    slices: Vec<Slice>,
+}
+
+/// The requests of one stretch of a run.
+#[derive(Clone, Debug)]
+pub(crate) struct Slice {
+    pub(crate) latencies: Histogram<u64>,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+}
+
+// === impl Slice ===
+
+impl Slice {
+    fn new() -> Self {
+        // Two significant digits: a slice's p99 needs no more, and every connection keeps
+        // every slice (a quarter of the memory of three digits).
+        let latencies = Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds");
+        Self { latencies, requests: 0, errors: 0 }
+    }
+
+    fn merge(&mut self, other: &Slice) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.latencies.add(&other.latencies).expect("histograms of the same bounds");
+    }
+
+    /// A latency quantile of the successful requests, in ms (0 when there were none).
+    pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
+        self.latencies.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+// === impl Timeline ===
+
+impl Timeline {
+    fn new(width: Duration, duration: Duration) -> Self {
+        let count = (duration.as_secs_f64() / width.as_secs_f64()).ceil() as usize + 1;
+        Self { width, slices: vec![Slice::new(); count] }
+    }
+
+    fn slice(&mut self, at: Duration) -> &mut Slice {
+        let index = ((at.as_secs_f64() / self.width.as_secs_f64()) as usize).min(self.slices.len() - 1);
+        &mut self.slices[index]
+    }
+
+    fn merge(&mut self, other: &Timeline) {
+        for (mine, theirs) in self.slices.iter_mut().zip(&other.slices) {
+            mine.merge(theirs);
+        }
+    }
+
+    /// Every request intended to go out in `[from, to)` since the start, as one slice.
+    pub(crate) fn span(&self, from: Duration, to: Duration) -> Slice {
+        let mut total = Slice::new();
+        for (index, slice) in self.slices.iter().enumerate() {
+            let start = self.width * index as u32;
+            if start >= from && start < to {
+                total.merge(slice);
+            }
+        }
+        total
+    }
 }
 
 /// Characters of an error's answer kept as its sample.
@@ -132,24 +209,36 @@ const SAMPLE_CHARS: usize = 200;
 // === impl Tally ===
 
 impl Tally {
-    fn new() -> Self {
-        // 1 µs to 1 h at 3 significant digits.
-        let latencies = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
-        Self { latencies, requests: 0, errors: BTreeMap::new(), samples: BTreeMap::new() }
+    fn new(timeline: Option<Timeline>) -> Self {
+        Self { latencies: histogram(), requests: 0, errors: BTreeMap::new(), samples: BTreeMap::new(), timeline }
     }
 
-    fn error(&mut self, kind: String, sample: impl FnOnce() -> String) {
+    /// A request intended at `at` since the start failed.
+    fn error(&mut self, at: Duration, kind: String, sample: impl FnOnce() -> String) {
+        if let Some(slice) = self.timeline.as_mut().map(|t| t.slice(at)) {
+            slice.requests += 1;
+            slice.errors += 1;
+        }
         self.requests += 1;
         self.samples.entry(kind.clone()).or_insert_with(|| sample().chars().take(SAMPLE_CHARS).collect());
         *self.errors.entry(kind).or_default() += 1;
     }
 
-    fn success(&mut self, latency: Duration) {
+    /// A request intended at `at` since the start succeeded after `latency`.
+    fn success(&mut self, at: Duration, latency: Duration) {
+        let micros = (latency.as_micros() as u64).max(1);
+        if let Some(slice) = self.timeline.as_mut().map(|t| t.slice(at)) {
+            slice.requests += 1;
+            slice.latencies.saturating_record(micros);
+        }
         self.requests += 1;
-        self.latencies.saturating_record((latency.as_micros() as u64).max(1));
+        self.latencies.saturating_record(micros);
     }
 
     fn merge(&mut self, other: Tally) {
+        if let (Some(mine), Some(theirs)) = (self.timeline.as_mut(), other.timeline.as_ref()) {
+            mine.merge(theirs);
+        }
         self.requests += other.requests;
         self.latencies.add(&other.latencies).expect("histograms of the same bounds");
         for (kind, n) in other.errors {
@@ -166,6 +255,18 @@ impl Tally {
 impl Load {
     /// Runs the load: connects every connection first, then drives them all until the deadline.
     pub(crate) async fn run(self) -> anyhow::Result<Figures> {
+        Ok(self.run_inner(None).await?.0)
+    }
+
+    /// [`Load::run`], every request also counted in its `width` slice of the run.
+    pub(crate) async fn run_timeline(self, width: Duration) -> anyhow::Result<(Figures, Timeline)> {
+        anyhow::ensure!(!width.is_zero(), "a timeline needs slices longer than zero");
+        let timeline = Timeline::new(width, self.duration);
+        let (figures, timeline) = self.run_inner(Some(timeline)).await?;
+        Ok((figures, timeline.expect("kept")))
+    }
+
+    async fn run_inner(self, timeline: Option<Timeline>) -> anyhow::Result<(Figures, Option<Timeline>)> {
         conn::ensure_loopback(self.target)?;
         anyhow::ensure!(
             (1..=MAX_CONNECTIONS).contains(&self.connections),
@@ -193,15 +294,17 @@ impl Load {
                 interval: self.interval(),
                 think: self.think(),
                 deadline,
+                start,
                 run,
             };
-            drivers.spawn(driver.drive(conn));
+            drivers.spawn(driver.drive(conn, timeline.clone()));
         }
-        let mut total = Tally::new();
+        let mut total = Tally::new(timeline);
         while let Some(tally) = drivers.join_next().await {
             total.merge(tally?);
         }
-        Ok(self.figures(total, start.elapsed()))
+        let timeline = total.timeline.take();
+        Ok((self.figures(total, start.elapsed()), timeline))
     }
 
     fn prepared_mixes(&self) -> anyhow::Result<Vec<Arc<[Prepared]>>> {
@@ -293,14 +396,16 @@ struct Driver {
     /// Closed loop: the pause after each answer (a user reading the page).
     think: Duration,
     deadline: Instant,
+    /// When the load started: a request's slice of the timeline is its intended time since.
+    start: Instant,
     run: u64,
 }
 
 // === impl Driver ===
 
 impl Driver {
-    async fn drive(self, mut conn: Option<Conn>) -> Tally {
-        let mut tally = Tally::new();
+    async fn drive(self, mut conn: Option<Conn>, timeline: Option<Timeline>) -> Tally {
+        let mut tally = Tally::new(timeline);
         let mut sent: u32 = 0;
         loop {
             let intended = match self.interval {
@@ -314,21 +419,22 @@ impl Driver {
             let spec = &self.mix[sent as usize % self.mix.len()];
             let request = self.request(spec, sent);
             sent += 1;
+            let at = intended.saturating_duration_since(self.start);
             match tokio::time::timeout(REQUEST_TIMEOUT, self.send(&mut conn, request)).await {
-                Ok(Ok((status, _))) if status.is_success() => tally.success(intended.elapsed()),
+                Ok(Ok((status, _))) if status.is_success() => tally.success(at, intended.elapsed()),
                 Ok(Ok((status, body))) => {
-                    tally.error(format!("http {}", status.as_u16()), || String::from_utf8_lossy(&body).into())
+                    tally.error(at, format!("http {}", status.as_u16()), || String::from_utf8_lossy(&body).into())
                 }
                 Ok(Err(failure @ Failure::Connect(_))) => {
-                    tally.error("connect".into(), || failure.to_string());
+                    tally.error(at, "connect".into(), || failure.to_string());
                     tokio::time::sleep(RECONNECT_PAUSE).await;
                 }
                 Ok(Err(failure @ (Failure::Io(_) | Failure::Closed))) => {
-                    tally.error("io".into(), || failure.to_string());
+                    tally.error(at, "io".into(), || failure.to_string());
                     conn = None;
                 }
                 Err(_) => {
-                    tally.error("timeout".into(), || format!("no whole answer in {REQUEST_TIMEOUT:?}"));
+                    tally.error(at, "timeout".into(), || format!("no whole answer in {REQUEST_TIMEOUT:?}"));
                     conn = None;
                 }
             }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use super::conn::{self, SETUP_BLOCK};
-use super::procs::{self, Guard, TempDir};
+use crate::procs::{self, Guard, TempDir};
 
 /// Every port `meshctl up` listens on with two replicas (docs/ARCHITECTURE.md §7).
 const MESH_PORTS: &[u16] = &[
@@ -110,6 +110,11 @@ pub(crate) struct Api {
 // === impl Api ===
 
 impl Api {
+    /// The API of the router on `router`.
+    pub(crate) fn at(router: SocketAddr) -> Self {
+        Self { router }
+    }
+
     /// Registers `email` (an existing account is fine) and logs in; the access token.
     pub(crate) async fn user(&self, email: &str, source: Ipv4Addr) -> anyhow::Result<String> {
         let register = json!({"email": email, "password": PASSWORD, "display_name": "Bench"});
@@ -207,11 +212,7 @@ impl RedisChild {
             .context("redis-server is not installed (Debian: apt-get install redis-server)")?;
         let port = procs::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
         let dir = TempDir::new("redis")?;
-        let mut command = Command::new(program);
-        command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path());
+        let command = procs::redis_command(&program, IpAddr::V4(Ipv4Addr::LOCALHOST), port, dir.path());
         let guard = Guard::spawn("redis-server", command, dir.path().join("redis.log"))?;
         let mut redis = Self { guard, port, _dir: dir };
         let guard = &mut redis.guard;

@@ -10,21 +10,20 @@
 //! - [`load`]: the load generator (closed and open loop, HdrHistogram), on [`conn`]'s
 //!   connections, each from its own source address.
 //! - [`hop`], [`chain`], [`ladder`]: the scenarios; [`backend`] the hop's trivial backend.
-//! - [`mesh`]: `meshctl up` as a child and the API calls that prepare it; [`procs`] the child
-//!   processes, temp dirs and waits; [`metrics`] the per-hop breakdown.
+//! - [`mesh`]: `meshctl up` as a child and the API calls that prepare it; [`crate::procs`] the child
+//!   processes, temp dirs and waits (shared with `up --processes`); [`metrics`] the per-hop breakdown.
 //! - [`report`]: the terminal tables and the JSON; [`chart`]: the SVG charts.
 
 mod backend;
 mod chain;
 mod chart;
-mod conn;
+pub(crate) mod conn;
 mod hop;
 mod ladder;
-mod load;
-mod mesh;
+pub(crate) mod load;
+pub(crate) mod mesh;
 mod metrics;
-mod procs;
-mod report;
+pub(crate) mod report;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::procs;
 use report::{Binaries, Machine, Totals};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

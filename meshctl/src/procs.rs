@@ -1,4 +1,5 @@
-//! The processes and files a bench run owns, and the waits on them.
+//! The processes and files `meshctl` owns (a bench run's, `up --processes`'s), and the waits
+//! on them.
 //!
 //! Every child runs in a process group of its own and is killed with its whole group when its
 //! guard is dropped (nginx's workers die with their master), so neither an error, a panic nor
@@ -31,9 +32,14 @@ pub(crate) struct Guard {
 // === impl Guard ===
 
 impl Guard {
-    /// Starts `command` in a new process group, its stdout and stderr in `log`.
+    /// Starts `command` in a new process group, its stdout and stderr appended to `log` (a
+    /// restarted process goes on in the same file).
     pub(crate) fn spawn(name: &str, mut command: Command, log: PathBuf) -> anyhow::Result<Self> {
-        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         command.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0).kill_on_drop(true);
         let child = command.spawn().with_context(|| format!("starting {name}"))?;
@@ -57,6 +63,24 @@ impl Guard {
             anyhow::bail!("{} exited ({status}); its last output:\n{}", self.name, self.log_tail());
         }
         Ok(())
+    }
+
+    /// The exit status, once the process has exited (it is reaped then).
+    pub(crate) fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM (the process drains), and the whole group killed if it has not exited within
+    /// `grace`; returns once it is gone.
+    pub(crate) async fn terminate(mut self, grace: Duration) {
+        if let Some(pid) = self.child.id().and_then(|id| Pid::from_raw(id as i32)) {
+            let _ = rustix::process::kill_process(pid, Signal::TERM);
+            if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
+                self.kill_group();
+                return;
+            }
+        }
+        self.stop().await;
     }
 
     /// Kills the process group and waits for the process to be gone.
@@ -105,6 +129,16 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `redis-server` on `host:port`, with nothing persisted (its working directory `dir`).
+pub(crate) fn redis_command(program: &Path, host: IpAddr, port: u16, dir: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(["--port", &port.to_string(), "--bind", &host.to_string(), "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir);
+    command
 }
 
 /// A loopback port nothing listens on right now (the kernel's choice for port 0).
