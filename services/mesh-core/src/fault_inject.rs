@@ -14,7 +14,9 @@
 //! The fault applies to the component's own requests, not to its probes: gRPC health checks
 //! and reflection, and `/healthz`, `/readyz`, `/metrics`, `/mesh/*` on an HTTP component, pass
 //! untouched, so a delayed replica is slow, not dead (what a breaker, not a health check,
-//! has to catch). [`FaultLayer`] is the tower layer every component's server wraps its
+//! has to catch). A delay on a gRPC call lasts at most the call's deadline (`grpc-timeout`),
+//! which it then answers with DEADLINE_EXCEEDED, as a handler that slow would be cut off.
+//! [`FaultLayer`] is the tower layer every component's server wraps its
 //! service in; while no fault is in force it costs one uncontended lock per request.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -227,6 +229,34 @@ fn exempt(protocol: Protocol, path: &str) -> bool {
     }
 }
 
+/// A gRPC call's `grpc-timeout` (`5S`, `4999m`, `100u`…): the deadline the caller gave it.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// A delay on a gRPC call ends at the call's deadline, as a slow handler would under tonic's
+/// deadline: the delay sleeps until then and the call answers DEADLINE_EXCEEDED.
+fn within_deadline(decision: Decision, deadline: Option<Duration>) -> Decision {
+    let Some(deadline) = deadline else { return decision };
+    match decision {
+        Decision::Delay(delay) | Decision::DelayThenAbort(delay, _) if delay >= deadline => {
+            Decision::DelayThenAbort(deadline, 504)
+        }
+        other => other,
+    }
+}
+
 fn grpc_code(status: u16) -> u16 {
     match status {
         503 => 14,
@@ -270,8 +300,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let decision =
+        let mut decision =
             if exempt(self.protocol, request.uri().path()) { Decision::Pass } else { injector().decide() };
+        if self.protocol == Protocol::Grpc {
+            decision = within_deadline(decision, grpc_timeout(request.headers()));
+        }
         // The ready service takes this request; a clone waits for the next (tower's rule).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -324,6 +357,19 @@ mod tests {
         injector.set(FaultSpec { abort_rate: 1.0, duration: Some(Duration::ZERO), ..FaultSpec::default() }).unwrap();
         assert_eq!(injector.decide(), Decision::Pass, "a fault of zero duration has ended");
         assert_eq!(injector.current(), None);
+    }
+
+    #[test]
+    fn a_grpc_delay_ends_at_the_calls_deadline() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("4999m"));
+        let deadline = grpc_timeout(&headers);
+        assert_eq!(deadline, Some(Duration::from_millis(4999)));
+        let slow = Decision::Delay(Duration::from_secs(6));
+        assert_eq!(within_deadline(slow, deadline), Decision::DelayThenAbort(Duration::from_millis(4999), 504));
+        let quick = Decision::Delay(Duration::from_millis(300));
+        assert_eq!(within_deadline(quick, deadline), quick);
+        assert_eq!(within_deadline(slow, None), slow);
     }
 
     #[test]
