@@ -5,6 +5,7 @@
 
 pub(crate) mod chaos;
 pub(crate) mod identity;
+pub(crate) mod processes;
 pub(crate) mod services_chaos;
 pub(crate) mod sse;
 
