@@ -19,8 +19,8 @@ use super::Settings;
 use super::load::{Figures, Load, Mix, Pacing, RequestSpec};
 use super::mesh::{MeshChild, RedisChild, next_setup_source};
 use super::metrics::{self, Exposition, HopTime};
-use crate::procs::PeakRss;
 use super::report::{self, Totals};
+use crate::procs::PeakRss;
 
 /// Articles orders are spread over, each with the most stock allowed.
 const ORDER_ARTICLES: usize = 4;

@@ -18,8 +18,8 @@ use tokio::process::Command;
 use super::Settings;
 use super::conn;
 use super::load::{Figures, Load, Pacing, RequestSpec};
-use crate::procs::{self, Guard, PeakRss, TempDir};
 use super::report::{self, Totals};
+use crate::procs::{self, Guard, PeakRss, TempDir};
 
 /// Time allowed for a proxy or the backend to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(60);

@@ -22,8 +22,8 @@ use super::chain::request;
 use super::conn::{self, LOAD_BLOCK};
 use super::load::{Figures, Load, Mix, Pacing};
 use super::mesh::{Api, MeshChild};
-use crate::procs::PeakRss;
 use super::report::{self, Totals};
+use crate::procs::PeakRss;
 
 /// The pause after each answer.
 pub(crate) const THINK: Duration = Duration::from_millis(100);

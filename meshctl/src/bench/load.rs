@@ -210,7 +210,13 @@ const SAMPLE_CHARS: usize = 200;
 
 impl Tally {
     fn new(timeline: Option<Timeline>) -> Self {
-        Self { latencies: histogram(), requests: 0, errors: BTreeMap::new(), samples: BTreeMap::new(), timeline }
+        Self {
+            latencies: histogram(),
+            requests: 0,
+            errors: BTreeMap::new(),
+            samples: BTreeMap::new(),
+            timeline,
+        }
     }
 
     /// A request intended at `at` since the start failed.
@@ -422,9 +428,8 @@ impl Driver {
             let at = intended.saturating_duration_since(self.start);
             match tokio::time::timeout(REQUEST_TIMEOUT, self.send(&mut conn, request)).await {
                 Ok(Ok((status, _))) if status.is_success() => tally.success(at, intended.elapsed()),
-                Ok(Ok((status, body))) => {
-                    tally.error(at, format!("http {}", status.as_u16()), || String::from_utf8_lossy(&body).into())
-                }
+                Ok(Ok((status, body))) => tally
+                    .error(at, format!("http {}", status.as_u16()), || String::from_utf8_lossy(&body).into()),
                 Ok(Err(failure @ Failure::Connect(_))) => {
                     tally.error(at, "connect".into(), || failure.to_string());
                     tokio::time::sleep(RECONNECT_PAUSE).await;

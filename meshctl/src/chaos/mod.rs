@@ -155,7 +155,10 @@ impl Action {
 
     /// Whether it hurts its target (else it heals it).
     pub(crate) fn hurts(&self) -> bool {
-        matches!(self, Self::Kill { .. } | Self::Pause { .. } | Self::Delay { .. } | Self::Fail { .. } | Self::RedisDown)
+        matches!(
+            self,
+            Self::Kill { .. } | Self::Pause { .. } | Self::Delay { .. } | Self::Fail { .. } | Self::RedisDown
+        )
     }
 
     /// How long it lasts by itself: a pause, or a fault with `for`.
@@ -201,7 +204,10 @@ impl Action {
                 let pid = signal(instance, Signal::STOP)?;
                 tokio::time::sleep(*duration).await;
                 signal(instance, Signal::CONT)?;
-                Ok(format!("{} (pid {pid}) stopped (SIGSTOP) for {duration:?}, then continued", instance.name))
+                Ok(format!(
+                    "{} (pid {pid}) stopped (SIGSTOP) for {duration:?}, then continued",
+                    instance.name
+                ))
             }
             Self::Restart { .. } | Self::RedisUp => {
                 let pid = restart(state, &instance.name).await?;
@@ -234,9 +240,9 @@ impl Action {
 }
 
 fn signal(instance: &Instance, signal: Signal) -> anyhow::Result<u32> {
-    let pid = instance
-        .pid
-        .with_context(|| format!("{} is not running (`meshctl chaos restart {}`)", instance.name, instance.name))?;
+    let pid = instance.pid.with_context(|| {
+        format!("{} is not running (`meshctl chaos restart {}`)", instance.name, instance.name)
+    })?;
     let raw = Pid::from_raw(pid as i32).context("a pid of 0")?;
     kill_process(raw, signal).with_context(|| format!("signalling {} (pid {pid})", instance.name))?;
     Ok(pid)
@@ -275,7 +281,12 @@ async fn fault(instance: &Instance, spec: Option<serde_json::Value>) -> anyhow::
         request.send().await.with_context(|| format!("cannot reach {}'s admin at {admin}", instance.name))?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
-    anyhow::ensure!(status.is_success(), "{}'s fault layer answered {status}: {}", instance.name, body.trim());
+    anyhow::ensure!(
+        status.is_success(),
+        "{}'s fault layer answered {status}: {}",
+        instance.name,
+        body.trim()
+    );
     Ok(())
 }
 
@@ -298,11 +309,16 @@ pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         }
         ChaosCommand::Run { file, json } => return scenario::run(&path, file, json.as_deref()).await,
         ChaosCommand::Kill { instance } => Action::Kill { target: instance.clone() },
-        ChaosCommand::Pause { instance, duration } => Action::Pause { target: instance.clone(), duration: *duration },
-        ChaosCommand::Restart { instance } => Action::Restart { target: instance.clone() },
-        ChaosCommand::Delay { instance, latency, rate, duration } => {
-            Action::Delay { target: instance.clone(), latency: *latency, rate: Some(*rate), duration: *duration }
+        ChaosCommand::Pause { instance, duration } => {
+            Action::Pause { target: instance.clone(), duration: *duration }
         }
+        ChaosCommand::Restart { instance } => Action::Restart { target: instance.clone() },
+        ChaosCommand::Delay { instance, latency, rate, duration } => Action::Delay {
+            target: instance.clone(),
+            latency: *latency,
+            rate: Some(*rate),
+            duration: *duration,
+        },
         ChaosCommand::Fail { instance, rate, status, duration } => {
             Action::Fail { target: instance.clone(), rate: *rate, status: Some(*status), duration: *duration }
         }

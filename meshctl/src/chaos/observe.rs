@@ -91,7 +91,8 @@ impl Snapshot {
                 .filter(|i| i["healthy"] == false)
                 .map(|i| {
                     let addr = i["addr"].as_str().unwrap_or("?");
-                    let name = state.instances.iter().find(|s| s.addr.to_string() == addr).map(|s| s.name.as_str());
+                    let name =
+                        state.instances.iter().find(|s| s.addr.to_string() == addr).map(|s| s.name.as_str());
                     let ejected = i["ejected_for_ms"].as_u64().unwrap_or(0);
                     let how = if ejected > 0 { format!("ejected for {ejected} ms") } else { "down".into() };
                     format!("{} ({addr}) {how}", name.unwrap_or("?"))
@@ -116,7 +117,8 @@ impl Snapshot {
             let replicas = state.replicas(name);
             let breaker = s["breaker"].as_str().unwrap_or("?");
             if breaker != "closed" || healthy < replicas as u64 {
-                troubled.push(format!("{gateway} sees {name} {healthy}/{replicas} healthy, breaker {breaker}"));
+                troubled
+                    .push(format!("{gateway} sees {name} {healthy}/{replicas} healthy, breaker {breaker}"));
             }
         }
         if troubled.is_empty() {

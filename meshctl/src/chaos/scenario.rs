@@ -152,18 +152,18 @@ impl Scenario {
         scenario.actions.sort_by_key(|s| s.at);
         anyhow::ensure!(!scenario.actions.is_empty(), "a scenario needs at least one [[action]]");
         let duration = scenario.load.duration;
-        anyhow::ensure!(
-            duration <= load::MAX_DURATION,
-            "load.duration is at most {:?}",
-            load::MAX_DURATION
-        );
+        anyhow::ensure!(duration <= load::MAX_DURATION, "load.duration is at most {:?}", load::MAX_DURATION);
         anyhow::ensure!(
             (2..=64).contains(&scenario.load.connections),
             "load.connections must be 2..=64 (half on each domain)"
         );
         anyhow::ensure!(scenario.load.rate >= 2.0, "load.rate must be at least 2 requests a second");
         for step in &scenario.actions {
-            anyhow::ensure!(step.at < duration, "the action at {:?} is past the load's {duration:?}", step.at);
+            anyhow::ensure!(
+                step.at < duration,
+                "the action at {:?} is past the load's {duration:?}",
+                step.at
+            );
         }
         Ok(scenario)
     }
@@ -182,7 +182,8 @@ impl Scenario {
     /// fault, else the action itself).
     fn window(&self) -> (Duration, Duration) {
         let first = self.actions.first().map_or(Duration::ZERO, |s| s.at);
-        let last = self.actions.iter().map(|s| s.at + s.action.lasts().unwrap_or_default()).max().unwrap_or(first);
+        let last =
+            self.actions.iter().map(|s| s.at + s.action.lasts().unwrap_or_default()).max().unwrap_or(first);
         (first, last.min(self.load.duration))
     }
 }
@@ -248,9 +249,13 @@ pub(crate) async fn run(state_path: &Path, file: &Path, json: Option<&Path>) -> 
     println!("scenario {}: {}", scenario.name, scenario.description.trim());
 
     // A user of its own each run: its quota window starts empty.
-    let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    let unique =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
     let email = format!("chaos-{unique}-{}@example.com", std::process::id());
-    let token = Api::at(state.router).user(&email, next_setup_source()).await.context("signing up the load's user")?;
+    let token = Api::at(state.router)
+        .user(&email, next_setup_source())
+        .await
+        .context("signing up the load's user")?;
     let (identity_mix, business_mix) = mixes(&token)?;
     let spec = &scenario.load;
     let half = |n: f64| n / 2.0;
@@ -287,7 +292,11 @@ pub(crate) async fn run(state_path: &Path, file: &Path, json: Option<&Path>) -> 
             let result = step.action.apply(&state).await;
             let line = match &result {
                 Ok(did) => format!("[{:>6.2}s]   {did}", start.elapsed().as_secs_f64()),
-                Err(e) => format!("[{:>6.2}s]   {} FAILED: {e:#}", start.elapsed().as_secs_f64(), step.action.describe()),
+                Err(e) => format!(
+                    "[{:>6.2}s]   {} FAILED: {e:#}",
+                    start.elapsed().as_secs_f64(),
+                    step.action.describe()
+                ),
             };
             println!("{line}");
             result.map(|_| line).map_err(|e| format!("{}: {e:#}", step.action.describe()))
@@ -449,7 +458,11 @@ fn judge(
         });
     }
     for error in &action_errors {
-        judgements.push(Judgement { expectation: "every action done".into(), seen: error.clone(), met: false });
+        judgements.push(Judgement {
+            expectation: "every action done".into(),
+            seen: error.clone(),
+            met: false,
+        });
     }
     let passed = judgements.iter().all(|j| j.met);
     Verdict {
@@ -478,16 +491,30 @@ fn print_verdict(
     for p in &verdict.phases {
         println!(
             "  {:<8} {:>5.2}-{:>5.2}s {:>8} {:>8} {:>9} {:>9} {:>9.1} {:>9.1}",
-            p.phase, p.from_s, p.to_s, p.sent, p.failed, p.identity_failed, p.business_failed, p.p50_ms, p.p99_ms
+            p.phase,
+            p.from_s,
+            p.to_s,
+            p.sent,
+            p.failed,
+            p.identity_failed,
+            p.business_failed,
+            p.p50_ms,
+            p.p99_ms
         );
     }
     for (kind, n) in &verdict.error_kinds {
-        let sample = identity_samples.get(kind).or_else(|| business_samples.get(kind)).cloned().unwrap_or_default();
+        let sample =
+            identity_samples.get(kind).or_else(|| business_samples.get(kind)).cloned().unwrap_or_default();
         println!("  failed: {n} × {kind}  (e.g. {})", sample.replace('\n', " "));
     }
     for t in &verdict.targets {
         let ms = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
-        println!("  {:<16} time to eject {:>8}   time to re-admit {:>8}", t.target, ms(t.eject_ms), ms(t.readmit_ms));
+        println!(
+            "  {:<16} time to eject {:>8}   time to re-admit {:>8}",
+            t.target,
+            ms(t.eject_ms),
+            ms(t.readmit_ms)
+        );
     }
     for j in &verdict.judgements {
         println!("  {} {:<34} {}", if j.met { "ok  " } else { "FAIL" }, j.expectation, j.seen);
@@ -534,13 +561,19 @@ mod tests {
         assert_eq!(scenario.actions[2].action.target(), "redis");
         assert_eq!(scenario.window(), (Duration::from_secs(3), Duration::from_secs(6)));
         assert_eq!(scenario.expect.max_failed, Some(0));
-        assert!(Scenario::parse("name = \"x\"\n[[action]]\nat = \"20s\"\ndo = \"kill\"\ntarget = \"a\"").is_err());
+        assert!(
+            Scenario::parse("name = \"x\"\n[[action]]\nat = \"20s\"\ndo = \"kill\"\ntarget = \"a\"").is_err()
+        );
         assert!(Scenario::parse("name = \"x\"\n[[action]]\nat = \"1s\"\ndo = \"explode\"").is_err());
     }
 
     #[test]
     fn times_to_eject_and_readmit_come_from_the_reads() {
-        let samples = [(Duration::from_millis(2900), false), (Duration::from_millis(3400), true), (Duration::from_millis(7100), false)];
+        let samples = [
+            (Duration::from_millis(2900), false),
+            (Duration::from_millis(3400), true),
+            (Duration::from_millis(7100), false),
+        ];
         assert_eq!(first_seen(&samples, Duration::from_secs(3), true), Some(Duration::from_millis(3400)));
         assert_eq!(first_seen(&samples, Duration::from_secs(6), false), Some(Duration::from_millis(7100)));
         assert_eq!(first_seen(&samples, Duration::from_secs(8), false), None);

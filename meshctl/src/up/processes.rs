@@ -144,7 +144,10 @@ impl Supervisor {
         let mut changed = Vec::new();
         for child in &mut self.children {
             if let Some(status) = child.guard.as_mut().and_then(Guard::try_wait) {
-                println!("{} exited ({status}); `meshctl chaos restart {}` starts it again", child.spec.name, child.spec.name);
+                println!(
+                    "{} exited ({status}); `meshctl chaos restart {}` starts it again",
+                    child.spec.name, child.spec.name
+                );
                 child.guard = None;
                 changed.push(child.spec.name.clone());
             }
@@ -241,9 +244,12 @@ fn specs(args: &UpArgs, dir: &Path, store: &str, redis: Option<(PathBuf, u16)>) 
     }
     let replicas = |kind: Kind| if kind == Kind::Router { 1 } else { args.replicas };
     let addrs = |kind: Kind, port: fn(Kind) -> u16| -> Vec<SocketAddr> {
-        (1..=replicas(kind)).map(|r| SocketAddr::new(host, port(kind) + (r - 1) * REPLICA_PORT_STEP)).collect()
+        (1..=replicas(kind))
+            .map(|r| SocketAddr::new(host, port(kind) + (r - 1) * REPLICA_PORT_STEP))
+            .collect()
     };
-    let kinds = Kind::SERVICES.into_iter().chain([Kind::IdentityGateway, Kind::BusinessGateway, Kind::Router]);
+    let kinds =
+        Kind::SERVICES.into_iter().chain([Kind::IdentityGateway, Kind::BusinessGateway, Kind::Router]);
     let log_filter = "warn,mesh_core::process=info".to_owned();
     for kind in kinds {
         let program = this.with_file_name(binary_name(kind));
@@ -269,7 +275,9 @@ fn specs(args: &UpArgs, dir: &Path, store: &str, redis: Option<(PathBuf, u16)>) 
             match kind {
                 Kind::Auth => set("MESH_ADMIN_EMAILS", args.admin_emails.join(",")),
                 Kind::Quota => set("MESH_PLANS__FREE__LIMIT", args.free_limit.to_string()),
-                Kind::Orders => set("MESH_ARTICLES__ENDPOINTS", endpoints(&addrs(Kind::Articles, Kind::base_port))),
+                Kind::Orders => {
+                    set("MESH_ARTICLES__ENDPOINTS", endpoints(&addrs(Kind::Articles, Kind::base_port)))
+                }
                 Kind::IdentityGateway | Kind::BusinessGateway => {
                     set("MESH_INSTANCE", name.clone());
                     for service in Kind::SERVICES {
@@ -278,7 +286,13 @@ fn specs(args: &UpArgs, dir: &Path, store: &str, redis: Option<(PathBuf, u16)>) 
                     }
                 }
                 Kind::Router => {
-                    let instances = |kind| addrs(kind, Kind::base_port).iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+                    let instances = |kind| {
+                        addrs(kind, Kind::base_port)
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
                     set("MESH_POOLS__IDENTITY__INSTANCES", instances(Kind::IdentityGateway));
                     set("MESH_POOLS__BUSINESS__INSTANCES", instances(Kind::BusinessGateway));
                     set("MESH_LIMITS__PER_CLIENT_RPS", args.client_rps.to_string());
@@ -384,8 +398,9 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let started = async {
         let mut supervisor = supervisor.lock().await;
         for tier in 0..=3 {
-            let indices: Vec<usize> =
-                (0..supervisor.children.len()).filter(|&i| supervisor.children[i].spec.tier == tier).collect();
+            let indices: Vec<usize> = (0..supervisor.children.len())
+                .filter(|&i| supervisor.children[i].spec.tier == tier)
+                .collect();
             for index in indices {
                 supervisor.start(index).await?;
             }
@@ -459,7 +474,10 @@ fn print_summary(state: &MeshState, state_path: &Path, own_redis: bool) {
         let admin = i.admin.map_or_else(|| "-".to_owned(), |a| a.to_string());
         println!("  {:<16} {:>8}  {:<22} {admin}", i.name, i.pid.unwrap_or(0), i.addr.to_string());
     }
-    println!("  {:<16} {:>8}  http://{}/healthz  /readyz  /control/restart/NAME", "meshctl", state.pid, state.control);
+    println!(
+        "  {:<16} {:>8}  http://{}/healthz  /readyz  /control/restart/NAME",
+        "meshctl", state.pid, state.control
+    );
     println!("\nSend every request to the router: http://{}", state.router);
     println!("Status: meshctl status --router http://{}", state.router_admin);
     println!("State file: {}   logs: {}", state_path.display(), state.logs.display());
@@ -470,7 +488,10 @@ fn print_summary(state: &MeshState, state_path: &Path, own_redis: bool) {
 }
 
 /// `POST /control/restart/{name}`: starts `name` again (killed first if it still runs).
-async fn restart(State(supervisor): State<Arc<Mutex<Supervisor>>>, UrlPath(name): UrlPath<String>) -> Response {
+async fn restart(
+    State(supervisor): State<Arc<Mutex<Supervisor>>>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
     let mut supervisor = supervisor.lock().await;
     if !supervisor.children.iter().any(|c| c.spec.name == name) {
         return (StatusCode::NOT_FOUND, format!("no instance {name:?}\n")).into_response();

@@ -133,7 +133,8 @@ impl Injector {
         }
         let Some(spec) = self.current() else { return Decision::Pass };
         let delay = (spec.delay_rate > 0.0 && rand::random::<f64>() < spec.delay_rate).then_some(spec.delay);
-        let abort = (spec.abort_rate > 0.0 && rand::random::<f64>() < spec.abort_rate).then_some(spec.abort_status);
+        let abort =
+            (spec.abort_rate > 0.0 && rand::random::<f64>() < spec.abort_rate).then_some(spec.abort_status);
         match (delay, abort) {
             (None, None) => Decision::Pass,
             (Some(d), None) => Decision::Delay(d),
@@ -332,7 +333,8 @@ mod tests {
 
     #[test]
     fn a_spec_is_checked_and_completed() {
-        let spec = FaultSpec { delay: Duration::from_millis(300), ..FaultSpec::default() }.normalised().unwrap();
+        let spec =
+            FaultSpec { delay: Duration::from_millis(300), ..FaultSpec::default() }.normalised().unwrap();
         assert_eq!((spec.delay_rate, spec.abort_status), (1.0, 503));
         assert!(FaultSpec { abort_rate: 1.5, ..FaultSpec::default() }.normalised().is_err());
         assert!(FaultSpec { abort_status: 200, ..FaultSpec::default() }.normalised().is_err());
@@ -354,7 +356,9 @@ mod tests {
         assert_eq!(injector.decide(), Decision::Pass, "off unless enabled");
         injector.enabled.store(true, Ordering::Relaxed);
         assert_eq!(injector.decide(), Decision::Abort(503));
-        injector.set(FaultSpec { abort_rate: 1.0, duration: Some(Duration::ZERO), ..FaultSpec::default() }).unwrap();
+        injector
+            .set(FaultSpec { abort_rate: 1.0, duration: Some(Duration::ZERO), ..FaultSpec::default() })
+            .unwrap();
         assert_eq!(injector.decide(), Decision::Pass, "a fault of zero duration has ended");
         assert_eq!(injector.current(), None);
     }
@@ -366,7 +370,10 @@ mod tests {
         let deadline = grpc_timeout(&headers);
         assert_eq!(deadline, Some(Duration::from_millis(4999)));
         let slow = Decision::Delay(Duration::from_secs(6));
-        assert_eq!(within_deadline(slow, deadline), Decision::DelayThenAbort(Duration::from_millis(4999), 504));
+        assert_eq!(
+            within_deadline(slow, deadline),
+            Decision::DelayThenAbort(Duration::from_millis(4999), 504)
+        );
         let quick = Decision::Delay(Duration::from_millis(300));
         assert_eq!(within_deadline(quick, deadline), quick);
         assert_eq!(within_deadline(slow, None), slow);

@@ -56,7 +56,10 @@ impl ProcessMesh {
             if let Ok(Some(status)) = mesh.child.try_wait() {
                 panic!("meshctl up exited ({status}):\n{said}");
             }
-            assert!(started.elapsed() < START_TIMEOUT, "the mesh did not start within {START_TIMEOUT:?}:\n{said}");
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "the mesh did not start within {START_TIMEOUT:?}:\n{said}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         println!("meshctl up --processes on {host}: up in {:?}", started.elapsed());
