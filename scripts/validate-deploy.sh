@@ -7,7 +7,8 @@
 #      support (1.30: the preStop sleep action);
 #   3. validates docker/compose.yaml against the Compose specification (check-jsonschema);
 #   4. checks that docker/Dockerfile copies exactly the workspace's binaries and that every
-#      command in the manifests and in compose.yaml names one of them;
+#      command in the manifests and in compose.yaml names one of them, and that
+#      docker/prometheus.yml scrapes every component of compose.yaml on its admin port;
 #   5. runs checkov on the rendered manifests and on docker/Dockerfile: any failed check not
 #      listed, with its reason, in k8s/checkov-skips.txt fails the validation.
 #
@@ -129,6 +130,34 @@ for p in problems:
 if problems:
     sys.exit(1)
 print(f"PASS  binaries               the image holds the {len(workspace)} workspace binaries; every command names one")
+EOF
+
+# === 3b. scrapes ===
+
+# Every component of compose.yaml is scraped by docker/prometheus.yml on its admin port, and
+# every scrape job names a component (PyYAML comes with checkov).
+"$py" - docker/compose.yaml docker/prometheus.yml <<'EOF' || exit 1
+import sys, yaml
+
+compose, prometheus = (yaml.safe_load(open(p)) for p in sys.argv[1:])
+admin = {}
+for name, svc in compose["services"].items():
+    listen = (svc.get("environment") or {}).get("MESH_ADMIN_LISTEN")
+    if listen:
+        admin[name] = int(str(listen).rsplit(":", 1)[1])
+scraped = {}
+for job in prometheus["scrape_configs"]:
+    for sd in job.get("dns_sd_configs", []):
+        for target in sd["names"]:
+            scraped[target] = sd["port"]
+problems = [f"{n} (admin port {p}) is not scraped by docker/prometheus.yml" for n, p in admin.items() if n not in scraped]
+problems += [f"docker/prometheus.yml scrapes {n} on {p}, its admin port is {admin[n]}" for n, p in scraped.items() if n in admin and admin[n] != p]
+problems += [f"docker/prometheus.yml scrapes {n}, which is not a component of compose.yaml" for n in scraped if n not in admin]
+for p in problems:
+    print(f"FAIL  scrapes                {p}", file=sys.stderr)
+if problems:
+    sys.exit(1)
+print(f"PASS  scrapes                Prometheus scrapes all {len(admin)} components of compose.yaml on their admin ports")
 EOF
 
 # === 4. checkov ===
