@@ -75,7 +75,7 @@ async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
 async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        crate::telemetry::metrics_handle().render(),
+        crate::telemetry::render_metrics(),
     )
 }
 
