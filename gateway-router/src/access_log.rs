@@ -96,8 +96,8 @@ pub fn record(cfg: &AccessLogConfig, head: &Head, entry: &Entry<'_>, response: &
         .traceparent
         .as_ref()
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split('-').nth(1))
-        .filter(|id| id.len() == 32);
+        .filter(|v| crate::headers::is_valid_traceparent(v))
+        .map(|v| &v[3..35]);
     let trace_id = entry.trace_id.or(client_trace);
     let bytes = hyper::body::Body::size_hint(response.body()).exact();
     tracing::info!(
