@@ -234,7 +234,8 @@ pub async fn forward(
     };
     let pool = classify_request(&state, &request);
     let span = RequestSpan::new(&id, pool, client.as_str());
-    let access = access_log::Head::capture(&state.cfg.access_log, request.method(), request.uri(), request.headers());
+    let access =
+        access_log::Head::capture(&state.cfg.access_log, request.method(), request.uri(), request.headers());
     let (response, trace_id) = if !state.traced {
         // Built only if something logs within the request ([`RequestSpan`]).
         (route(&state, &client, pool, &id, &span, started, request).await, None)

@@ -50,7 +50,12 @@ fn router(backend: SocketAddr, sample: f64) -> ServiceProcess {
     router
 }
 
-async fn get_with_id(http: &reqwest::Client, router: &ServiceProcess, path: &str, id: &str) -> reqwest::Response {
+async fn get_with_id(
+    http: &reqwest::Client,
+    router: &ServiceProcess,
+    path: &str,
+    id: &str,
+) -> reqwest::Response {
     http.get(format!("http://{}{path}", router.addr))
         .header("x-request-id", id)
         .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
@@ -127,13 +132,17 @@ async fn sampled_off_the_access_log_still_logs_errors_and_refusals() {
     let fail = access_line(&router, "sampled-fail").await.expect("a 5xx is logged whatever the sampling");
     assert!(fail["status"].as_u64().is_some_and(|s| s >= 500), "{fail}");
     assert!(fail["attempts"].as_u64().is_some_and(|a| a >= 1), "{fail}");
-    let refusal = access_line(&router, "sampled-refused").await.expect("a refusal is logged whatever the sampling");
+    let refusal =
+        access_line(&router, "sampled-refused").await.expect("a refusal is logged whatever the sampling");
     assert_eq!(refusal["status"], 404);
     assert_eq!(refusal["attempts"], 0);
     assert_eq!(refusal["pool"], "none");
     // Each line is written before its answer is sent, and the requests went one after another:
     // the successes' lines, had there been any, are in the log before the failure's.
-    let successes =
-        router.log_lines().iter().filter(|l| l.contains("\"target\":\"access\"") && l.contains("sampled-ok-")).count();
+    let successes = router
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("\"target\":\"access\"") && l.contains("sampled-ok-"))
+        .count();
     assert_eq!(successes, 0, "sample = 0 logs no success");
 }

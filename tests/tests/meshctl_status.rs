@@ -43,7 +43,10 @@ async fn meshctl_status_json_prints_the_routers_full_status() {
         direct.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>())
     );
     assert!(names(&view, "pools", "name").contains(&"identity".to_owned()), "{printed}");
-    assert!(view["gateways"][0]["services"].is_array(), "the full view, with each gateway's services: {printed}");
+    assert!(
+        view["gateways"][0]["services"].is_array(),
+        "the full view, with each gateway's services: {printed}"
+    );
 
     let admin_base = t.admin_base.clone();
     let table = tokio::task::spawn_blocking(move || meshctl_status(&admin_base, false)).await.unwrap();

@@ -227,15 +227,20 @@ fn every_recorded_metric_is_in_the_catalog() {
     let mut recorded = std::collections::BTreeSet::new();
     for found in call.captures_iter(&source) {
         let (kind, name) = (&found[1], &found[2]);
-        let entry = metrics_catalog::find(name)
-            .unwrap_or_else(|| panic!("{name} is recorded but not in mesh_core::metrics_catalog: it has no HELP"));
+        let entry = metrics_catalog::find(name).unwrap_or_else(|| {
+            panic!("{name} is recorded but not in mesh_core::metrics_catalog: it has no HELP")
+        });
         assert_eq!(entry.kind.as_str(), kind, "{name} is recorded as a {kind}");
         recorded.insert(name.to_owned());
     }
     for entry in metrics_catalog::RECORDED {
         assert!(recorded.contains(entry.name), "the catalogue lists {}, which no code records", entry.name);
     }
-    assert!(metrics_catalog::PROCESS.iter().all(|m| m.name == "mesh_build_info" || m.name.starts_with("process_")));
+    assert!(
+        metrics_catalog::PROCESS
+            .iter()
+            .all(|m| m.name == "mesh_build_info" || m.name.starts_with("process_"))
+    );
     assert!(recorded.len() >= 40, "only {} metrics found in the source", recorded.len());
 }
 
@@ -272,7 +277,10 @@ fn check_described(what: &str, text: &str) -> std::collections::BTreeSet<String>
         let (typed, helped) = families.get(&family).copied().unwrap_or_default();
         assert!(typed, "{what}: {family} has no # TYPE");
         assert!(helped, "{what}: {family} has no # HELP");
-        assert!(mesh_core::metrics_catalog::find(&family).is_some(), "{what}: {family} is not in the catalogue");
+        assert!(
+            mesh_core::metrics_catalog::find(&family).is_some(),
+            "{what}: {family} is not in the catalogue"
+        );
         seen.insert(family);
     }
     seen
@@ -300,7 +308,8 @@ async fn every_metric_has_help_text() {
     let of = |components: &[(&str, ServiceProcess)], name: &str| {
         url(&components.iter().find(|(n, _)| *n == name).unwrap().1)
     };
-    let orders = start("orders-service", &[("MESH_ARTICLES__ENDPOINTS", of(&components, "articles-service"))]);
+    let orders =
+        start("orders-service", &[("MESH_ARTICLES__ENDPOINTS", of(&components, "articles-service"))]);
     components.push(("orders-service", orders));
     let services: Vec<(&str, String)> = [
         ("MESH_SERVICES__AUTH__ENDPOINTS", "auth-service"),
@@ -348,7 +357,11 @@ async fn every_metric_has_help_text() {
         assert_eq!(code, 200, "{name}");
         let seen = check_described(name, &text);
         let samples = parse(&text).unwrap_or_else(|e| panic!("{name}: /metrics is not Prometheus text: {e}"));
-        assert_eq!(total(&samples, "mesh_build_info", &[("component", name)]), 1.0, "{name}: mesh_build_info");
+        assert_eq!(
+            total(&samples, "mesh_build_info", &[("component", name)]),
+            1.0,
+            "{name}: mesh_build_info"
+        );
         for process_metric in [
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",

@@ -105,7 +105,9 @@ async fn one_request_is_one_trace_across_router_gateway_and_services() {
 /// An OTLP/http collector on a loopback port: every `POST /v1/traces` body, decoded.
 async fn otlp_http_collector() -> (
     std::net::SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    tokio::sync::mpsc::UnboundedReceiver<
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+    >,
 ) {
     use axum::body::Bytes;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -123,7 +125,9 @@ async fn otlp_http_collector() -> (
                         // An empty ExportTraceServiceResponse: everything accepted.
                         (StatusCode::OK, [("content-type", "application/x-protobuf")], Vec::new())
                     }
-                    Err(_) => (StatusCode::BAD_REQUEST, [("content-type", "text/plain")], b"not OTLP".to_vec()),
+                    Err(_) => {
+                        (StatusCode::BAD_REQUEST, [("content-type", "text/plain")], b"not OTLP".to_vec())
+                    }
                 }
             }
         }),
@@ -180,8 +184,9 @@ async fn router_exporting(
         ("MESH_POOLS__BUSINESS__INSTANCES", "127.0.0.1:9"),
     ];
     all.extend_from_slice(env);
-    let router = mesh_tests::process::ServiceProcess::start(mesh_tests::process::binary("gateway-router"), &all)
-        .expect("the router starts");
+    let router =
+        mesh_tests::process::ServiceProcess::start(mesh_tests::process::binary("gateway-router"), &all)
+            .expect("the router starts");
     // One request, so there is a span to export (a refusal is a request too).
     let answer = reqwest::get(format!("http://{}/no-such-route", router.addr)).await.unwrap();
     assert_eq!(answer.status(), StatusCode::NOT_FOUND);
@@ -195,7 +200,10 @@ async fn otel_service_name_is_honoured() {
     let (collector, mut rx) = otlp_http_collector().await;
     let router = router_exporting(
         collector,
-        &[("OTEL_SERVICE_NAME", "edge-router-eu"), ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging")],
+        &[
+            ("OTEL_SERVICE_NAME", "edge-router-eu"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging"),
+        ],
     )
     .await;
     let resource = exported_resource(&mut rx).await;
@@ -217,7 +225,11 @@ async fn otel_service_name_is_honoured() {
     .await;
     let resource = exported_resource(&mut rx).await;
     assert_eq!(resource.get("service.name").map(String::as_str), Some("from-attributes"), "{resource:?}");
-    assert_eq!(resource.get("service.version").map(String::as_str), Some("9.9.9"), "the environment's version wins");
+    assert_eq!(
+        resource.get("service.version").map(String::as_str),
+        Some("9.9.9"),
+        "the environment's version wins"
+    );
     drop(router);
 
     // Neither: the component's own name.

@@ -77,14 +77,7 @@ pub const PROCESS: &[Metric] = &[
     ),
     m("process_open_fds", G, Count, "", "every process", "Number of open file descriptors."),
     m("process_max_fds", G, Count, "", "every process", "Maximum number of open file descriptors."),
-    m(
-        "process_virtual_memory_bytes",
-        G,
-        Unit::Bytes,
-        "",
-        "every process",
-        "Virtual memory size in bytes.",
-    ),
+    m("process_virtual_memory_bytes", G, Unit::Bytes, "", "every process", "Virtual memory size in bytes."),
     m(
         "process_virtual_memory_max_bytes",
         G,
@@ -93,14 +86,7 @@ pub const PROCESS: &[Metric] = &[
         "every process",
         "Maximum amount of virtual memory available in bytes.",
     ),
-    m(
-        "process_resident_memory_bytes",
-        G,
-        Unit::Bytes,
-        "",
-        "every process",
-        "Resident memory size in bytes.",
-    ),
+    m("process_resident_memory_bytes", G, Unit::Bytes, "", "every process", "Resident memory size in bytes."),
     m(
         "process_start_time_seconds",
         G,
@@ -285,14 +271,7 @@ pub const RECORDED: &[Metric] = &[
         "business-gateway",
         "Dashboard sections left out because their service failed.",
     ),
-    m(
-        "gateway_streams_total",
-        C,
-        Count,
-        "",
-        "business-gateway",
-        "Event streams (text/event-stream) opened.",
-    ),
+    m("gateway_streams_total", C, Count, "", "business-gateway", "Event streams (text/event-stream) opened."),
     m("gateway_streams_active", G, Count, "", "business-gateway", "Event streams open now."),
     m(
         "gateway_streams_refused_total",
@@ -400,14 +379,7 @@ pub const RECORDED: &[Metric] = &[
         "Store operations that failed open (failed, or skipped while the tier rests after a failure).",
     ),
     m("auth_password_hashes_total", C, Count, "", "auth", "Password hashes computed."),
-    m(
-        "auth_password_hash_waiting",
-        G,
-        Count,
-        "",
-        "auth",
-        "Callers waiting for a password hashing slot now.",
-    ),
+    m("auth_password_hash_waiting", G, Count, "", "auth", "Callers waiting for a password hashing slot now."),
     m("auth_password_hash_slots", G, Count, "", "auth", "Password hashing slots (hashes at once)."),
     m(
         "auth_password_hash_refused_total",
@@ -433,14 +405,7 @@ pub const RECORDED: &[Metric] = &[
         "orders",
         "Queued orders that waited over a quarter of the Idempotency-Key lifetime.",
     ),
-    m(
-        "analytics_watchers_total",
-        C,
-        Count,
-        "",
-        "analytics",
-        "Live event watches opened.",
-    ),
+    m("analytics_watchers_total", C, Count, "", "analytics", "Live event watches opened."),
     m("analytics_watchers_active", G, Count, "", "analytics", "Live event watches open now."),
     m(
         "analytics_watchers_cancelled_total",
@@ -485,7 +450,9 @@ pub fn describe() {
 
 /// The table of docs/observability.md.
 pub fn markdown() -> String {
-    let mut out = String::from("| metric | type | unit | labels | recorded by | meaning |\n|---|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| metric | type | unit | labels | recorded by | meaning |\n|---|---|---|---|---|---|\n",
+    );
     for m in all() {
         out.push_str(&format!(
             "| `{}` | {} | {} | {} | {} | {} |\n",
@@ -510,7 +477,12 @@ mod tests {
         for m in all() {
             assert!(seen.insert(m.name), "{} is listed twice", m.name);
             assert!(!m.help.is_empty(), "{} has no help", m.name);
-            assert_eq!(m.kind == Kind::Counter, m.name.ends_with("_total"), "{}: counters end in _total", m.name);
+            assert_eq!(
+                m.kind == Kind::Counter,
+                m.name.ends_with("_total"),
+                "{}: counters end in _total",
+                m.name
+            );
             if m.unit == Unit::Seconds {
                 assert!(m.name.contains("_seconds"), "{}: seconds in the name", m.name);
             }
@@ -519,8 +491,9 @@ mod tests {
 
     #[test]
     fn the_observability_doc_lists_every_metric() {
-        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/observability.md"))
-            .expect("docs/observability.md");
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/observability.md"))
+                .expect("docs/observability.md");
         let table = markdown();
         assert!(
             doc.contains(&table),

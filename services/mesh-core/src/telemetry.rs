@@ -22,8 +22,10 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::resource::{EnvResourceDetector, SdkProvidedResourceDetector, TelemetryResourceDetector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::resource::{
+    EnvResourceDetector, SdkProvidedResourceDetector, TelemetryResourceDetector,
+};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 
@@ -68,7 +70,8 @@ pub fn init_with_tracer_provider(service: &str, provider: SdkTracerProvider) {
 /// timeout from the environment.
 fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
     let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
+    let endpoint =
+        set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
     if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
         || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
     {
@@ -76,7 +79,10 @@ fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
     }
     match opentelemetry_otlp::SpanExporter::builder().build() {
         Ok(exporter) => Some(
-            SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource(service)).build(),
+            SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(resource(service))
+                .build(),
         ),
         Err(e) => {
             eprintln!("OTLP export to {endpoint} disabled: {e}");
