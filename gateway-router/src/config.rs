@@ -250,6 +250,28 @@ impl Default for ClientLimits {
     }
 }
 
+/// The status page's history of each pool's answers: its req/s, error rate and p99 charts, and
+/// the `history` of each pool in the JSON view of `/mesh/status`. Kept in the router's memory
+/// in a fixed ring of `history / bucket` buckets (about 0.8 KiB each, per pool), so it is
+/// bounded whatever the traffic, and lost on restart.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// How far back the history goes. At most 3600 buckets. Default: 5m.
+    #[serde(with = "humantime_serde")]
+    pub history: Duration,
+    /// The width of one bucket: one point of each chart, with its own count and latency
+    /// histogram (the p99 is the bucket's). From 100ms to 1m. Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub bucket: Duration,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self { history: Duration::from_secs(300), bucket: Duration::from_secs(5) }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -282,6 +304,8 @@ pub struct Config {
     pub health: HealthConfig,
     pub retry: RetryConfig,
     pub limits: ClientLimits,
+    /// The status page's charts: see [`StatusConfig`].
+    pub status: StatusConfig,
     /// With a Redis URL, the per-client rate limit is shared by every router replica.
     pub store: StoreConfig,
     pub access_log: AccessLogConfig,
@@ -323,6 +347,7 @@ impl Default for Config {
             health: HealthConfig::default(),
             retry: RetryConfig::default(),
             limits: ClientLimits::default(),
+            status: StatusConfig::default(),
             store: StoreConfig::default(),
             access_log: AccessLogConfig::default(),
         }
@@ -374,6 +399,17 @@ impl Config {
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.access_log.sample),
             "access_log.sample must be within 0..=1"
+        );
+        let status = &self.status;
+        anyhow::ensure!(
+            status.bucket >= Duration::from_millis(100) && status.bucket <= Duration::from_secs(60),
+            "status.bucket must be from 100ms to 1m, not {:?}",
+            status.bucket
+        );
+        anyhow::ensure!(
+            status.history >= status.bucket && status.history.as_nanos() / status.bucket.as_nanos() <= 3600,
+            "status.history must be at least status.bucket and at most 3600 of them, not {:?}",
+            status.history
         );
         for rule in &self.rules {
             let pool = self.pools.get(&rule.pool);
