@@ -243,7 +243,7 @@ async fn the_status_page_marks_an_open_breaker() {
     let _one = ONE_MESH.lock().await;
     let store = Arc::new(std::sync::Mutex::new(None));
     let seen = store.clone();
-    let mut t = TestMesh::start_customised(Setup::default(), move |opts, _| {
+    let t = TestMesh::start_customised(Setup::default(), move |opts, _| {
         *seen.lock().unwrap() = Some(opts.store.clone());
         // Open long enough to be rendered however slowly Chromium starts.
         opts.configure_gateway = Arc::new(|cfg: &mut gateway::Config| {
