@@ -141,6 +141,25 @@ impl Default for RetryConfig {
     }
 }
 
+/// The access log: one JSON line per forwarded request, on the log output with target
+/// `access` (docs/observability.md has its fields). Errors (5xx) and the router's own refusals
+/// are always logged while it is enabled; other answers are sampled.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// Write the access log. `MESH_LOG=info,access=off` also silences it. Default: true.
+    pub enabled: bool,
+    /// Share of successful requests (status below 500, answered by a gateway) logged, from 0.0
+    /// (none) to 1.0 (all). Default: 1.0.
+    pub sample: f64,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self { enabled: true, sample: 1.0 }
+    }
+}
+
 /// Limits on what clients send, how long they take and how much of the router they hold.
 /// Past a time limit the connection is closed (408 first where a request is under way); past a
 /// count limit the connection is refused at accept. Every refusal is counted in a metric.
@@ -289,6 +308,7 @@ pub struct Config {
     pub status: StatusConfig,
     /// With a Redis URL, the per-client rate limit is shared by every router replica.
     pub store: StoreConfig,
+    pub access_log: AccessLogConfig,
 }
 
 fn rule(prefix: &str, pool: &str) -> Rule {
@@ -329,6 +349,7 @@ impl Default for Config {
             limits: ClientLimits::default(),
             status: StatusConfig::default(),
             store: StoreConfig::default(),
+            access_log: AccessLogConfig::default(),
         }
     }
 }
@@ -374,6 +395,10 @@ impl Config {
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.retry.budget_ratio),
             "retry.budget_ratio must be within 0..=1"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.access_log.sample),
+            "access_log.sample must be within 0..=1"
         );
         let status = &self.status;
         anyhow::ensure!(

@@ -22,8 +22,10 @@
 //!   public port.
 //! - [`server`]: the HTTP/1.1 + h2c server, its own routes and the admin listener.
 //! - [`conn`]: connection caps and the deadlines of one client connection.
+//! - [`access_log`]: one JSON line per forwarded request (target `access`), sampled.
 //! - [`body`]: the client's request body under its size and time limits.
 
+pub mod access_log;
 pub mod body;
 pub mod classify;
 pub mod config;

@@ -23,8 +23,22 @@ use serde_json::{Map, Value};
 
 /// Variables read outside the `MESH_<path>` scheme: mesh-core's config and telemetry, and the
 /// OpenTelemetry SDK's standard ones.
-const OTHER_VARS: &[&str] =
-    &["MESH_CONFIG", "MESH_LOG", "RUST_LOG", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"];
+/// (docs/observability.md lists what each means.)
+const OTHER_VARS: &[&str] = &[
+    "MESH_CONFIG",
+    "MESH_LOG",
+    "RUST_LOG",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
+];
 
 /// What one binary reads: its default config, the keys it parses as comma-separated lists, and
 /// how it loads (and validates) its configuration.

@@ -14,6 +14,7 @@
 //! - [`fault`]: the one failure model: which side failed, timed out or not, where to retry.
 //! - [`grpc`]: serving a tonic router with `grpc.health.v1`, server reflection and graceful drain.
 //! - [`grpc_metrics`]: request count and latency of every gRPC server.
+//! - [`metrics_catalog`]: every metric of the mesh, with its type, unit and help text.
 //! - [`health`]: `grpc.health.v1` whose watches end when the server drains.
 //! - [`forwarded`]: the client's real address behind trusted proxies.
 //! - [`headers`]: the mesh's header names.
@@ -36,6 +37,7 @@ pub mod grpc_metrics;
 pub mod headers;
 pub mod health;
 pub mod ids;
+pub mod metrics_catalog;
 pub mod page;
 pub mod problem;
 pub mod process;
