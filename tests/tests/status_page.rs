@@ -22,6 +22,10 @@ const N: u64 = 20;
 const BUCKET: Duration = Duration::from_millis(250);
 const SPAN: u64 = 4;
 
+/// The tests of this file share the process's metrics recorder, where both routers count under
+/// the same names: one at a time, so the counts one sees moving are its own.
+static ONE_MESH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs headless Chromium with the flags this machine needs (no sandbox as root, no network
 /// beyond loopback), plus `args`; returns stdout.
 fn chromium(profile: &Path, args: &[&str]) -> String {
@@ -90,6 +94,7 @@ async fn the_status_page_shows_a_stopped_gateway_as_down_within_seconds() {
     // The metrics recorder, before the router registers its counters: the history is checked
     // against them.
     let _ = mesh_core::telemetry::metrics_handle();
+    let _one = ONE_MESH.lock().await;
     // Short buckets, so the charts of a test's traffic have several points.
     let mut t = TestMesh::start_customised(Setup::default(), |opts, _| {
         opts.configure_router = Arc::new(|cfg: &mut gateway_router::Config| {
@@ -99,6 +104,11 @@ async fn the_status_page_shows_a_stopped_gateway_as_down_within_seconds() {
     })
     .await;
     let url = format!("{}/mesh/status", t.admin_base);
+    // What the metrics counted before this router answered anything (another test's router).
+    let scrape = || async {
+        t.http.get(format!("{}/metrics", t.admin_base)).send().await.unwrap().text().await.unwrap()
+    };
+    let before = scrape().await;
     let profile = std::env::temp_dir().join(format!("mesh-chromium-{}", mesh_core::ids::new_id()));
     let dom = |profile: PathBuf, url: String| {
         tokio::task::spawn_blocking(move || {
@@ -125,9 +135,9 @@ async fn the_status_page_shows_a_stopped_gateway_as_down_within_seconds() {
         }
     };
     // The history counts every answer the metrics count (no bucket has been reused yet).
-    let metrics = t.http.get(format!("{}/metrics", t.admin_base)).send().await.unwrap().text().await.unwrap();
+    let metrics = scrape().await;
     for pool in ["identity", "business"] {
-        let (recorded, counted) = (recorded(&view, pool), counted(&metrics, pool));
+        let (recorded, counted) = (recorded(&view, pool), counted(&metrics, pool) - counted(&before, pool));
         println!("{pool}: {recorded} answers in the history, {counted} in router_requests_total");
         assert!(recorded >= N, "{pool}: {recorded} answers in the history, {N} sent");
         assert_eq!(recorded, counted, "{pool}: the history and the metrics disagree");
@@ -221,6 +231,78 @@ async fn the_status_page_shows_a_stopped_gateway_as_down_within_seconds() {
     let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
     println!("screenshot: {} ({size} bytes)", screenshot.display());
     assert!(size > 10_000, "no real screenshot was written");
+    let _ = std::fs::remove_dir_all(profile);
+    t.mesh.stop().await.unwrap();
+}
+
+/// A service whose every read fails (a corrupt stored profile: the user service answers
+/// INTERNAL, which the gateways' breakers count) has a breaker opened, and the topology marks it
+/// on the service and on that gateway's edge to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_marks_an_open_breaker() {
+    let _one = ONE_MESH.lock().await;
+    let store = Arc::new(std::sync::Mutex::new(None));
+    let seen = store.clone();
+    let t = TestMesh::start_customised(Setup::default(), move |opts, _| {
+        *seen.lock().unwrap() = Some(opts.store.clone());
+        // Open long enough to be rendered however slowly Chromium starts.
+        opts.configure_gateway = Arc::new(|cfg: &mut gateway::Config| {
+            cfg.services.user.breaker.open_for = Duration::from_secs(60);
+        });
+    })
+    .await;
+    let (user_id, token, _) = t.user("breaker@example.com").await;
+    let cfg = store.lock().unwrap().clone().unwrap();
+    let raw = mesh_core::store::Store::connect(&cfg).await.unwrap();
+    raw.set(&format!("user:profile:{user_id}"), "{not json", None).await.unwrap();
+
+    // Reads until an identity gateway's breaker for the user service is open: after
+    // `breaker.consecutive_failures` (5) failures on one gateway, however the router spreads
+    // them (it favours the faster instance, so one gateway may take nearly all).
+    let url = format!("{}/mesh/status", t.admin_base);
+    let open_on = |view: &Value| {
+        let gateways = view["gateways"].as_array().cloned().unwrap_or_default();
+        gateways
+            .iter()
+            .filter(|g| g["pool"] == "identity")
+            .filter(|g| {
+                let services = g["services"].as_array().cloned().unwrap_or_default();
+                services.iter().any(|s| s["name"] == "user" && s["breaker"] == "open")
+            })
+            .filter_map(|g| g["addr"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let mut reads = 0;
+    let opened = loop {
+        let answer = t.call(Method::GET, "/v1/users/me", Some(&token), None).await;
+        assert!(matches!(answer.status.as_u16(), 500 | 503), "{:?}", answer.body);
+        reads += 1;
+        let view: Value =
+            t.http.get(format!("{url}?format=json&view=full")).send().await.unwrap().json().await.unwrap();
+        let open = open_on(&view);
+        if !open.is_empty() {
+            break open;
+        }
+        assert!(reads < 40, "no breaker opened: {view}");
+    };
+    println!("the user service's breaker open on {opened:?} after {reads} reads");
+
+    let profile = std::env::temp_dir().join(format!("mesh-chromium-{}", mesh_core::ids::new_id()));
+    let (p, u) = (profile.clone(), url.clone());
+    let page =
+        tokio::task::spawn_blocking(move || chromium(&p, &["--virtual-time-budget=3000", "--dump-dom", &u]))
+            .await
+            .unwrap();
+    for gateway in &opened {
+        let edge = format!("data-topo-edge=\"{gateway}→user\" data-breaker=\"open\"");
+        assert!(page.contains(&edge), "no open breaker on {gateway}'s edge to user: {page}");
+    }
+    assert!(page.contains("data-breaker-mark=\"open\""), "the user service is not marked: {page}");
+    // Down when every gateway's breaker is open, degraded when some are.
+    let state = if opened.len() == 2 { "down" } else { "warn" };
+    let user =
+        format!("data-topo-service=\"user\" data-topo-pool-of=\"identity\" data-topo-state=\"{state}\"");
+    assert!(page.contains(&user), "the user service is not drawn {state}: {page}");
     let _ = std::fs::remove_dir_all(profile);
     t.mesh.stop().await.unwrap();
 }
