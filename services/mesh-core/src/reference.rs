@@ -131,10 +131,11 @@ impl Walker<'_> {
             if path.is_empty() {
                 return;
             }
-            // A table is documented by its keys: its own default and variable are theirs.
-            let table = ty == "table" || ty == "map of tables";
-            // The environment sets scalars and lists of them; a list of tables only a file does.
-            let env = env && ty != "list of tables";
+            // A table is documented by its keys: its own default and variable are theirs. A map of
+            // tables has default entries (`print-defaults` shows them); the environment sets
+            // scalars and lists of them, so a list of tables only a file does.
+            let table = ty == "table";
+            let env = env && !table && ty != "list of tables" && ty != "map of tables";
             let ty = if optional { format!("{ty}, optional") } else { ty };
             rows.push(Row {
                 key: path.to_owned(),
@@ -143,7 +144,7 @@ impl Walker<'_> {
                 } else {
                     default.map(|d| render_default(d, &ty)).unwrap_or_default()
                 },
-                env: if env && !table { self.env(path) } else { String::new() },
+                env: if env { self.env(path) } else { String::new() },
                 ty,
                 meaning: meaning.clone(),
             });
