@@ -1,6 +1,7 @@
 //! `meshctl`: the operator's CLI.
 
 mod bench;
+mod config_cmd;
 mod status;
 mod up;
 
@@ -27,15 +28,23 @@ enum Command {
     Status(status::StatusArgs),
     /// Measure the mesh: the router against nginx, the whole chain, a ladder of users.
     Bench(bench::BenchArgs),
+    /// Check, print or document any component's configuration (`meshctl config --help`).
+    Config(config_cmd::ConfigArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Prints to stdout and exits: no telemetry, so nothing mixes with the output.
+    let command = match cli.command {
+        Command::Config(args) => return config_cmd::run(args),
+        other => other,
+    };
     mesh_core::telemetry::init_cli("meshctl");
-    match cli.command {
+    match command {
         Command::Up(args) => up::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Config(_) => Ok(()),
     }
 }

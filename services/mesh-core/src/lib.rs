@@ -1,6 +1,8 @@
 //! What every process of the mesh shares, so that each service is only its own behaviour.
 //!
 //! # Layout
+//! - [`cli`]: the command line of every server binary (`check`, `print-config`, `print-defaults`).
+//! - [`reference`]: docs/configuration.md, rendered from the config structs' schemas.
 //! - [`config`]: typed configuration from defaults, a TOML file and `MESH_` environment overrides.
 //! - [`telemetry`]: tracing (JSON logs off a terminal), OTLP trace export, the Prometheus recorder.
 //! - [`trace`]: W3C trace context extracted from and injected into HTTP and gRPC.
@@ -26,6 +28,7 @@
 
 pub mod admin;
 pub mod breaker;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod contracts;
@@ -41,6 +44,7 @@ pub mod metrics_catalog;
 pub mod page;
 pub mod problem;
 pub mod process;
+pub mod reference;
 pub mod service_config;
 pub mod shutdown;
 pub mod store;
