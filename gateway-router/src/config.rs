@@ -327,7 +327,7 @@ pub struct Config {
     pub retry: RetryConfig,
     /// Limits on what clients send and hold.
     pub limits: ClientLimits,
-    /// The status page's charts: see [`StatusConfig`].
+    /// The status page's charts: how much of each pool's history the router keeps.
     pub status: StatusConfig,
     /// With a Redis URL, the per-client rate limit is shared by every router replica.
     pub store: StoreConfig,
