@@ -67,6 +67,11 @@ else
   say "clippy not installed; skipping lints"
 fi
 
+# Dependencies: no new duplicate versions, permissive licenses, crates.io only, and RustSec's
+# advisories where the database can be fetched (deny.toml).
+say "supply chain (scripts/supply-chain.sh)"
+./scripts/supply-chain.sh
+
 # The docs page test drives Swagger UI with playwright-core (npm, pinned in tests/browser).
 say "browser tools (scripts/browser-tools.sh)"
 ./scripts/browser-tools.sh

@@ -10,7 +10,7 @@ use mesh_core::store::StoreConfig;
 use serde::{Deserialize, Serialize};
 
 /// One row of the classification table. A request matches when every given condition holds.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Path prefix, matched on whole segments: `/v1/orders` matches `/v1/orders/1`, not `/v1/ordersx`.
@@ -29,7 +29,7 @@ pub struct Rule {
 }
 
 /// Gateway instances serving one domain.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     /// `host:port` of each instance. A name is resolved again every `dns_refresh` and each
@@ -74,21 +74,25 @@ impl Pool {
 }
 
 /// Active and passive health checking of instances.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// How often every instance's `/readyz` is probed. Default: 1s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub interval: Duration,
     /// A probe slower than this fails, unless the instance answered requests since the previous
     /// probe (busy, not down: it stays in). Default: 500ms.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub timeout: Duration,
     /// First ejection time after a failure; doubles on each ejection in a row. Default: 1s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub eject_base: Duration,
     /// Longest ejection. Default: 30s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub eject_max: Duration,
     /// 5xx answers in a row that eject an instance. Default: 5.
     pub consecutive_5xx: u32,
@@ -113,7 +117,7 @@ impl Default for HealthConfig {
 
 /// How much retrying the router may do: a share of recent requests plus a small floor, so
 /// retries never multiply an outage.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Attempts per request, the first included. Default: 3.
@@ -124,6 +128,7 @@ pub struct RetryConfig {
     pub budget_min_per_second: u32,
     /// How long a request counts towards the budget. Default: 10s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub budget_window: Duration,
     /// Largest request body kept so the request can be sent again. Default: 64 KiB.
     pub body_limit: usize,
@@ -141,38 +146,63 @@ impl Default for RetryConfig {
     }
 }
 
+/// The access log: one JSON line per forwarded request, on the log output with target
+/// `access` (docs/observability.md has its fields). Errors (5xx) and the router's own refusals
+/// are always logged while it is enabled; other answers are sampled.
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// Write the access log. `MESH_LOG=info,access=off` also silences it. Default: true.
+    pub enabled: bool,
+    /// Share of successful requests (status below 500, answered by a gateway) logged, from 0.0
+    /// (none) to 1.0 (all). Default: 1.0.
+    pub sample: f64,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self { enabled: true, sample: 1.0 }
+    }
+}
+
 /// Limits on what clients send, how long they take and how much of the router they hold.
 /// Past a time limit the connection is closed (408 first where a request is under way); past a
 /// count limit the connection is refused at accept. Every refusal is counted in a metric.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientLimits {
     /// Time allowed for a new connection's first byte; a socket that stays silent is closed.
     /// Default: 5s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub first_byte_timeout: Duration,
     /// Time allowed for a client to send a request's headers (slowloris), counted from the
     /// connection's accept for its first request (so a trickled HTTP/2 preface is cut off too),
     /// and for an idle HTTP/1 keep-alive connection to start its next request. Default: 10s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub header_read_timeout: Duration,
     /// Longest wait for the next piece of a request body; past it 408 and close. Default: 10s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub body_idle_timeout: Duration,
     /// Longest time a whole request body may take, from its headers on; past it 408 and
     /// close. Default: 30s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub body_total_timeout: Duration,
     /// An HTTP/2 connection with no request in flight for this long is closed. (An idle HTTP/1
     /// keep-alive connection is closed sooner, at `header_read_timeout`: hyper re-arms that
     /// timer while it waits for the next head.) Default: 60s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub idle_timeout: Duration,
     /// Longest a write to the client may make no progress, and a response frame may wait for
     /// the client to take it (an HTTP/2 client that never opens its flow-control window stalls
     /// no write); past it the connection is closed, so a slow reader pins no buffer, pool slot
     /// or upstream connection. Default: 30s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub write_timeout: Duration,
     /// Client connections open at once; past it new ones are closed at accept. Default: 10000.
     pub max_connections: usize,
@@ -187,9 +217,12 @@ pub struct ClientLimits {
     /// HTTP/2 keep-alive ping interval; a client that does not answer within
     /// `h2_keep_alive_timeout` is closed. Default: 30s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub h2_keep_alive_interval: Duration,
+    /// Time a client has to answer an HTTP/2 keep-alive ping before the connection is closed.
     /// Default: 10s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub h2_keep_alive_timeout: Duration,
     /// Bytes the router buffers per HTTP/2 stream towards a client that reads slowly.
     /// Default: 256 KiB.
@@ -231,10 +264,34 @@ impl Default for ClientLimits {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// The status page's history of each pool's answers: its req/s, error rate and p99 charts, and
+/// the `history` of each pool in the JSON view of `/mesh/status`. Kept in the router's memory
+/// in a fixed ring of `history / bucket` buckets (about 0.8 KiB each, per pool), so it is
+/// bounded whatever the traffic, and lost on restart.
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// How far back the history goes. At most 3600 buckets. Default: 5m.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
+    pub history: Duration,
+    /// The width of one bucket: one point of each chart, with its own count and latency
+    /// histogram (the p99 is the bucket's). From 100ms to 1m. Default: 5s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
+    pub bucket: Duration,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self { history: Duration::from_secs(300), bucket: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Default: `127.0.0.1:8080`.
+    /// Public HTTP listener (HTTP/1.1 and HTTP/2) the clients connect to. Default: `127.0.0.1:8080`.
     pub listen: SocketAddr,
     /// Admin listener: `/healthz`, `/readyz`, `/metrics`, `/mesh/status`. Default: `127.0.0.1:9080`.
     pub admin_listen: SocketAddr,
@@ -248,23 +305,34 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// Ordered; the first match wins. Default: the API of docs/ARCHITECTURE.md §3.
     pub rules: Vec<Rule>,
-    /// Default: `identity` at 127.0.0.1:8081, `business` at 127.0.0.1:8082.
+    /// Gateway pools by name, as the rules name them. Default: `identity` at 127.0.0.1:8081,
+    /// `business` at 127.0.0.1:8082.
     pub pools: BTreeMap<String, Pool>,
     /// Time allowed to connect to an instance. Default: 1s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub connect_timeout: Duration,
     /// Time allowed for an instance to start answering (response headers) per attempt; the
     /// body then streams without a deadline. Default: 15s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub attempt_timeout: Duration,
     /// How often instance host names are resolved again. Default: 5s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub dns_refresh: Duration,
+    /// Active and passive health checking of each pool's instances.
     pub health: HealthConfig,
+    /// Retries of a failed attempt on another instance, and their budget.
     pub retry: RetryConfig,
+    /// Limits on what clients send and hold.
     pub limits: ClientLimits,
+    /// The status page's charts: how much of each pool's history the router keeps.
+    pub status: StatusConfig,
     /// With a Redis URL, the per-client rate limit is shared by every router replica.
     pub store: StoreConfig,
+    /// The access log: one JSON line per request on log target `access`.
+    pub access_log: AccessLogConfig,
 }
 
 fn rule(prefix: &str, pool: &str) -> Rule {
@@ -303,7 +371,9 @@ impl Default for Config {
             health: HealthConfig::default(),
             retry: RetryConfig::default(),
             limits: ClientLimits::default(),
+            status: StatusConfig::default(),
             store: StoreConfig::default(),
+            access_log: AccessLogConfig::default(),
         }
     }
 }
@@ -350,6 +420,21 @@ impl Config {
             (0.0..=1.0).contains(&self.retry.budget_ratio),
             "retry.budget_ratio must be within 0..=1"
         );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.access_log.sample),
+            "access_log.sample must be within 0..=1"
+        );
+        let status = &self.status;
+        anyhow::ensure!(
+            status.bucket >= Duration::from_millis(100) && status.bucket <= Duration::from_secs(60),
+            "status.bucket must be from 100ms to 1m, not {:?}",
+            status.bucket
+        );
+        anyhow::ensure!(
+            status.history >= status.bucket && status.history.as_nanos() / status.bucket.as_nanos() <= 3600,
+            "status.history must be at least status.bucket and at most 3600 of them, not {:?}",
+            status.history
+        );
         for rule in &self.rules {
             let pool = self.pools.get(&rule.pool);
             anyhow::ensure!(
@@ -365,6 +450,12 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+impl mesh_core::config::Validate for Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        Config::validate(self)
     }
 }
 

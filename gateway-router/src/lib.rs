@@ -17,12 +17,15 @@
 //! - [`headers`]: hop-by-hop, forwarding, request id and trace context headers.
 //! - [`ratelimit`]: per-client rate limit.
 //! - [`status`]: `/mesh/status` and the merged `/openapi.json`.
+//! - [`history`]: each pool's recent answers in a bounded ring, for the status page's charts.
 //! - [`docs`]: `/docs`, the API reference page (vendored Swagger UI) over that document, on the
 //!   public port.
 //! - [`server`]: the HTTP/1.1 + h2c server, its own routes and the admin listener.
 //! - [`conn`]: connection caps and the deadlines of one client connection.
+//! - [`access_log`]: one JSON line per forwarded request (target `access`), sampled.
 //! - [`body`]: the client's request body under its size and time limits.
 
+pub mod access_log;
 pub mod body;
 pub mod classify;
 pub mod config;
@@ -31,6 +34,7 @@ pub mod discovery;
 pub mod docs;
 pub mod framing;
 pub mod headers;
+pub mod history;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
@@ -103,7 +107,7 @@ pub async fn serve_with_admin(
         cfg: cfg.clone(),
         pools,
         limiter: ratelimit::Limiter::new(&cfg.limits, store),
-        unrouted: pool::Counters::new("none"),
+        unrouted: pool::Counters::new("none", &cfg.status),
         traced: mesh_core::trace::exporting(),
     });
     tokio::spawn({

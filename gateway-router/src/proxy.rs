@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mesh_core::fault::{Fault, Retry};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::access_log;
 use crate::body::{ClientBody, ClientBodyError, Guarded};
 use crate::classify::classify;
 use crate::headers::{ClientHeaders, REQUEST_ID, RequestId, forward_headers, names, strip_hop_by_hop};
@@ -233,19 +234,35 @@ pub async fn forward(
     };
     let pool = classify_request(&state, &request);
     let span = RequestSpan::new(&id, pool, client.as_str());
-    if !state.traced {
+    let access =
+        access_log::Head::capture(&state.cfg.access_log, request.method(), request.uri(), request.headers());
+    let (response, trace_id) = if !state.traced {
         // Built only if something logs within the request ([`RequestSpan`]).
-        return route(&state, &client, pool, &id, &span, started, request).await;
+        (route(&state, &client, pool, &id, &span, started, request).await, None)
+    } else {
+        // The request's span continues the client's trace (or starts one); each attempt is a
+        // child span whose context travels to the gateway in `traceparent`.
+        let traced = span.get();
+        mesh_core::trace::continue_from(traced, request.headers());
+        let trace_id = mesh_core::trace::trace_id(traced);
+        if let Some(trace_id) = &trace_id {
+            traced.record("trace_id", trace_id.as_str());
+        }
+        let instrumented = traced.clone();
+        (route(&state, &client, pool, &id, &span, started, request).instrument(instrumented).await, trace_id)
+    };
+    if let Some(head) = &access {
+        let entry = access_log::Entry {
+            request_id: &id,
+            trace_id: trace_id.as_deref(),
+            client: client.as_str(),
+            pool,
+            upstream: &span.upstream,
+            started,
+        };
+        access_log::record(&state.cfg.access_log, head, &entry, &response);
     }
-    // The request's span continues the client's trace (or starts one); each attempt is a child
-    // span whose context travels to the gateway in `traceparent`.
-    let traced = span.get();
-    mesh_core::trace::continue_from(traced, request.headers());
-    if let Some(trace_id) = mesh_core::trace::trace_id(traced) {
-        traced.record("trace_id", trace_id.as_str());
-    }
-    let instrumented = traced.clone();
-    route(&state, &client, pool, &id, &span, started, request).instrument(instrumented).await
+    response
 }
 
 // === impl RequestSpan ===
@@ -262,11 +279,13 @@ struct RequestSpan<'a> {
     pool: Option<&'a str>,
     client: &'a str,
     span: std::sync::OnceLock<tracing::Span>,
+    /// The attempts made, for the access log.
+    upstream: access_log::Upstream,
 }
 
 impl<'a> RequestSpan<'a> {
     fn new(id: &'a str, pool: Option<&'a str>, client: &'a str) -> Self {
-        Self { id, pool, client, span: std::sync::OnceLock::new() }
+        Self { id, pool, client, span: std::sync::OnceLock::new(), upstream: access_log::Upstream::default() }
     }
 
     /// The span, built now if it was not yet. Built with its fields, so a subscriber that
@@ -452,6 +471,7 @@ async fn failover(
             break;
         }
         tried.push(instance.addr);
+        trail.span.upstream.attempt(instance.addr, attempt);
         let Some(body) = payload.take() else { break };
         let mut request = Request::from_parts(parts.clone(), body);
         let Some(uri) = instance.uri_for(&parts.uri) else {

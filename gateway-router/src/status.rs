@@ -1,5 +1,7 @@
-//! The router's own routes: `/mesh/status` (every pool and instance) and `/openapi.json` (the
-//! gateways' documents merged into one).
+//! The router's own routes: `/mesh/status` (every pool and instance, each pool's recent
+//! history, and with `?view=full` each gateway's view of its services) and `/openapi.json` (the
+//! gateways' documents merged into one). The page (`assets/status.html`) draws the topology and
+//! the charts from that JSON; docs/status-page.md describes both.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,9 +61,11 @@ async fn gateway_views(state: &RouterState) -> Vec<Value> {
         match tokio::time::timeout(Duration::from_millis(500), fetched).await {
             Ok(Some(mut view)) => {
                 view["pool"] = json!(pool.name);
+                // The router's name of the instance, which the page's topology joins on.
+                view["addr"] = json!(addr.to_string());
                 view
             }
-            _ => json!({"instance": addr.to_string(), "pool": pool.name, "error": "no answer"}),
+            _ => json!({"instance": addr.to_string(), "addr": addr.to_string(), "pool": pool.name, "error": "no answer"}),
         }
     });
     futures_util::future::join_all(asks).await
@@ -87,6 +91,7 @@ pub async fn status(State(state): State<Arc<RouterState>>) -> Json<Value> {
                     "refused": pool.retries_refused.load(std::sync::atomic::Ordering::Relaxed),
                 },
                 "instances": instances,
+                "history": pool.counters.history.view(std::time::Instant::now()),
             })
         })
         .collect();

@@ -2,6 +2,7 @@
 
 mod bench;
 mod chaos;
+mod config_cmd;
 mod procs;
 mod state;
 mod status;
@@ -33,16 +34,24 @@ enum Command {
     /// Break a running `meshctl up --processes` mesh (kill, pause, delay, fail, Redis down) and
     /// see what it does; `chaos run FILE` plays a scenario under load and judges it.
     Chaos(chaos::ChaosArgs),
+    /// Check, print or document any component's configuration (`meshctl config --help`).
+    Config(config_cmd::ConfigArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Prints to stdout and exits: no telemetry, so nothing mixes with the output.
+    let command = match cli.command {
+        Command::Config(args) => return config_cmd::run(args),
+        other => other,
+    };
     mesh_core::telemetry::init_cli("meshctl");
-    match cli.command {
+    match command {
         Command::Up(args) => up::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Chaos(args) => chaos::run(args).await,
+        Command::Config(_) => Ok(()),
     }
 }

@@ -1,4 +1,5 @@
-//! `meshctl status`: the router's view of the mesh as a table in the terminal.
+//! `meshctl status`: the router's view of the mesh as a table in the terminal, or with `--json`
+//! the router's whole status document (`/mesh/status?format=json&view=full`), for scripts.
 
 use std::fmt::Write as _;
 
@@ -10,6 +11,9 @@ pub(crate) struct StatusArgs {
     /// The router's admin listener to ask (`/mesh/status` is not served on the public port).
     #[arg(long, env = "MESH_ROUTER_ADMIN", default_value = "http://127.0.0.1:9080")]
     router: String,
+    /// Print the router's full status JSON instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<()> {
@@ -24,7 +28,11 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<()> {
         .json()
         .await
         .context("the router's answer is not the status JSON")?;
-    print!("{}", render(&view));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", render(&view));
+    }
     Ok(())
 }
 

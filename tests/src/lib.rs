@@ -9,6 +9,7 @@
 //! - [`lifecycle`]: the health/admin/SIGTERM checks every service binary must pass.
 //! - [`wait_until`]: bounded polling for a condition, in place of sleeps.
 
+pub mod command;
 mod component;
 pub mod lifecycle;
 pub mod load;

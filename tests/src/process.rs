@@ -1,8 +1,10 @@
 //! A component's real binary as a child process, for tests that signal or kill it.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -23,6 +25,9 @@ pub fn binary(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// Lines of a child's stdout kept for [`ServiceProcess::wait_for_log`]; past it the oldest go.
+const KEPT_LOG_LINES: usize = 100_000;
+
 /// A running binary started with `MESH_LISTEN=127.0.0.1:0` and `MESH_ADMIN_LISTEN=127.0.0.1:0`;
 /// its addresses are read from its "listening" log line. Killed on drop.
 #[derive(Debug)]
@@ -30,6 +35,8 @@ pub struct ServiceProcess {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     child: Child,
+    /// Its stdout (the log), line by line.
+    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl ServiceProcess {
@@ -51,11 +58,20 @@ impl ServiceProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         // Reads the log on a thread so a silent child cannot block the test past its deadline;
         // the thread keeps draining stdout afterwards so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && line.contains("listening") {
-                    sent = tx.send(line).is_ok();
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        std::thread::spawn({
+            let log = log.clone();
+            move || {
+                let mut sent = false;
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if !sent && line.contains("listening") {
+                        sent = tx.send(line.clone()).is_ok();
+                    }
+                    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                    if log.len() == KEPT_LOG_LINES {
+                        log.pop_front();
+                    }
+                    log.push_back(line);
                 }
             }
         });
@@ -74,7 +90,28 @@ impl ServiceProcess {
                 .parse()
                 .context("an address")
         };
-        Ok(Self { addr: field("listen")?, admin: field("admin")?, child })
+        Ok(Self { addr: field("listen")?, admin: field("admin")?, child, log })
+    }
+
+    /// The log lines (stdout) written so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+
+    /// Waits at most `timeout` for a log line that `matches`, and returns it.
+    pub async fn wait_for_log(&self, timeout: Duration, matches: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) =
+                self.log.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|l| matches(l)).cloned()
+            {
+                return Some(line);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The process id.

@@ -177,18 +177,7 @@ fn the_grafana_dashboard_queries_only_metrics_the_code_records() {
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("k8s/grafana/mesh-dashboard.json")).unwrap())
             .unwrap();
-    let mut source = String::new();
-    let mut stack = vec![root.join("services"), root.join("gateway-router/src")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                source.push_str(&std::fs::read_to_string(path).unwrap());
-            }
-        }
-    }
+    let source = source();
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
@@ -207,4 +196,204 @@ fn the_grafana_dashboard_queries_only_metrics_the_code_records() {
         }
     }
     assert!(checked >= 15, "only {checked} metrics checked");
+}
+
+/// The Rust source of every component, concatenated.
+fn source() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut source = String::new();
+    let mut stack = vec![root.join("services"), root.join("gateway-router/src"), root.join("meshctl/src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                source.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    source
+}
+
+/// Every `counter!`, `gauge!` and `histogram!` the code calls is in the catalogue that describes
+/// it (so `/metrics` carries its HELP line), of the same kind; and the catalogue lists nothing
+/// the code no longer records.
+#[test]
+fn every_recorded_metric_is_in_the_catalog() {
+    use mesh_core::metrics_catalog;
+    let source = source();
+    let call = regex::Regex::new(r#"(counter|gauge|histogram)!\(\s*"([A-Za-z_:][A-Za-z0-9_:]*)""#).unwrap();
+    let mut recorded = std::collections::BTreeSet::new();
+    for found in call.captures_iter(&source) {
+        let (kind, name) = (&found[1], &found[2]);
+        let entry = metrics_catalog::find(name).unwrap_or_else(|| {
+            panic!("{name} is recorded but not in mesh_core::metrics_catalog: it has no HELP")
+        });
+        assert_eq!(entry.kind.as_str(), kind, "{name} is recorded as a {kind}");
+        recorded.insert(name.to_owned());
+    }
+    for entry in metrics_catalog::RECORDED {
+        assert!(recorded.contains(entry.name), "the catalogue lists {}, which no code records", entry.name);
+    }
+    assert!(
+        metrics_catalog::PROCESS
+            .iter()
+            .all(|m| m.name == "mesh_build_info" || m.name.starts_with("process_"))
+    );
+    assert!(recorded.len() >= 40, "only {} metrics found in the source", recorded.len());
+}
+
+/// The families of a Prometheus text exposition: name → (has TYPE, has HELP), and every
+/// sample's family. A histogram's `_bucket`, `_sum` and `_count` samples belong to its family.
+fn families(text: &str) -> (BTreeMap<String, (bool, bool)>, Vec<String>) {
+    let mut families: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["#", "TYPE", name, ..] => families.entry((*name).to_owned()).or_default().0 = true,
+            ["#", "HELP", name, help, ..] if !help.is_empty() => {
+                families.entry((*name).to_owned()).or_default().1 = true
+            }
+            _ => {
+                let name = line.split(['{', ' ']).next().unwrap_or_default();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix).filter(|base| families.contains_key(*base)))
+                    .unwrap_or(name);
+                samples.push(family.to_owned());
+            }
+        }
+    }
+    (families, samples)
+}
+
+/// Every family in `text` has TYPE and HELP, and is one the catalogue knows. Returns the family names.
+fn check_described(what: &str, text: &str) -> std::collections::BTreeSet<String> {
+    let (families, samples) = families(text);
+    let mut seen = std::collections::BTreeSet::new();
+    for family in samples {
+        let (typed, helped) = families.get(&family).copied().unwrap_or_default();
+        assert!(typed, "{what}: {family} has no # TYPE");
+        assert!(helped, "{what}: {family} has no # HELP");
+        assert!(
+            mesh_core::metrics_catalog::find(&family).is_some(),
+            "{what}: {family} is not in the catalogue"
+        );
+        seen.insert(family);
+    }
+    seen
+}
+
+/// Scrapes every component of a mesh of real processes (six services, both gateways and the
+/// router, on a real Redis) after traffic through the router: every family has HELP and TYPE;
+/// each process says `mesh_build_info{component=…} 1` and exports the standard process metrics.
+/// Then the same of an in-process mesh after traffic of every kind the metrics test makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_has_help_text() {
+    use mesh_tests::process::{ServiceProcess, binary, http_get};
+    let redis = mesh_tests::RedisServer::start().await.unwrap();
+    let prefix = mesh_tests::unique_prefix("help-text");
+    let store = [("REDIS_URL", redis.url()), ("MESH_STORE__KEY_PREFIX", prefix.clone())];
+    let start = |name: &str, extra: &[(&str, String)]| {
+        let env: Vec<(&str, &str)> = store.iter().chain(extra).map(|(k, v)| (*k, v.as_str())).collect();
+        ServiceProcess::start(binary(name), &env).unwrap_or_else(|e| panic!("{name} starts: {e}"))
+    };
+    let url = |p: &ServiceProcess| format!("http://{}", p.addr);
+    let mut components: Vec<(&str, ServiceProcess)> = Vec::new();
+    for name in ["auth-service", "user-service", "quota-service", "articles-service", "analytics-service"] {
+        components.push((name, start(name, &[])));
+    }
+    let of = |components: &[(&str, ServiceProcess)], name: &str| {
+        url(&components.iter().find(|(n, _)| *n == name).unwrap().1)
+    };
+    let orders =
+        start("orders-service", &[("MESH_ARTICLES__ENDPOINTS", of(&components, "articles-service"))]);
+    components.push(("orders-service", orders));
+    let services: Vec<(&str, String)> = [
+        ("MESH_SERVICES__AUTH__ENDPOINTS", "auth-service"),
+        ("MESH_SERVICES__USER__ENDPOINTS", "user-service"),
+        ("MESH_SERVICES__QUOTA__ENDPOINTS", "quota-service"),
+        ("MESH_SERVICES__ORDERS__ENDPOINTS", "orders-service"),
+        ("MESH_SERVICES__ARTICLES__ENDPOINTS", "articles-service"),
+        ("MESH_SERVICES__ANALYTICS__ENDPOINTS", "analytics-service"),
+    ]
+    .into_iter()
+    .map(|(key, name)| (key, of(&components, name)))
+    .collect();
+    let identity = start("identity-gateway", &services);
+    let business = start("business-gateway", &services);
+    let pools = [
+        ("MESH_POOLS__IDENTITY__INSTANCES", identity.addr.to_string()),
+        ("MESH_POOLS__BUSINESS__INSTANCES", business.addr.to_string()),
+    ];
+    components.push(("identity-gateway", identity));
+    components.push(("business-gateway", business));
+    components.push(("gateway-router", start("gateway-router", &pools)));
+    let base = url(&components.last().unwrap().1);
+
+    // Traffic through the router: register, log in, read the profile and the dashboard.
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"email": "help@example.com", "password": "correct horse battery", "display_name": "H"});
+    let registered = mesh_tests::wait_until(std::time::Duration::from_secs(20), || async {
+        let answer = http.post(format!("{base}/v1/auth/register")).json(&body).send().await;
+        answer.is_ok_and(|a| a.status() == 201)
+    })
+    .await;
+    assert!(registered, "registration through the router never succeeded");
+    let login = serde_json::json!({"email": "help@example.com", "password": "correct horse battery"});
+    let tokens: serde_json::Value =
+        http.post(format!("{base}/v1/auth/login")).json(&login).send().await.unwrap().json().await.unwrap();
+    let token = tokens["access_token"].as_str().expect("an access token").to_owned();
+    for path in ["/v1/users/me", "/v1/dashboard"] {
+        let answer = http.get(format!("{base}{path}")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+    }
+
+    let mut all = std::collections::BTreeSet::new();
+    for (name, process) in &components {
+        let (code, text) = http_get(process.admin, "/metrics").await.unwrap();
+        assert_eq!(code, 200, "{name}");
+        let seen = check_described(name, &text);
+        let samples = parse(&text).unwrap_or_else(|e| panic!("{name}: /metrics is not Prometheus text: {e}"));
+        assert_eq!(
+            total(&samples, "mesh_build_info", &[("component", name)]),
+            1.0,
+            "{name}: mesh_build_info"
+        );
+        for process_metric in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "process_threads",
+        ] {
+            assert!(seen.contains(process_metric), "{name}: no {process_metric}");
+        }
+        assert!(total(&samples, "process_resident_memory_bytes", &[]) > 0.0, "{name}");
+        assert!(total(&samples, "process_open_fds", &[]) > 0.0, "{name}");
+        println!("{name}: {} families, all described", seen.len());
+        all.extend(seen);
+    }
+    for expected in ["router_requests_total", "http_server_requests_total", "grpc_server_requests_total"] {
+        assert!(all.contains(expected), "the traffic left no {expected}");
+    }
+
+    // The in-process mesh: fallbacks and faults record families the healthy path does not.
+    let _ = mesh_core::telemetry::metrics_handle();
+    let mut t = TestMesh::start().await;
+    let (_, token, _) = t.user("help-in-process@example.com").await;
+    let me = t.call(Method::GET, "/v1/users/me", Some(&token), None).await;
+    assert_eq!(me.status, StatusCode::OK);
+    t.mesh.get_mut(Kind::User, 1).stop().await.unwrap();
+    t.mesh.get_mut(Kind::User, 2).stop().await.unwrap();
+    let cached = t.call(Method::GET, "/v1/users/me", Some(&token), None).await;
+    assert_eq!(cached.header("x-mesh-fallback"), "cache");
+    let text = t.http.get(format!("{}/metrics", t.admin_base)).send().await.unwrap().text().await.unwrap();
+    let seen = check_described("in-process mesh", &text);
+    println!("in-process mesh: {} families, all described", seen.len());
+    assert!(seen.contains("gateway_fallbacks_total"));
+    t.mesh.stop().await.unwrap();
 }

@@ -1,12 +1,16 @@
 //! The metrics of every answer, registered once per pool: the `metrics` macros build a key from
 //! the name and labels (allocating the label values) and look it up in the recorder on every
-//! call, which is more work than the count itself.
+//! call, which is more work than the count itself. Each answer also goes to the pool's
+//! [`History`], the status page's charts.
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use metrics::{Counter, Histogram};
+
+use crate::config::StatusConfig;
+use crate::history::History;
 
 /// The answer counters and latency histogram of one pool (or of the answers given before any
 /// pool was chosen, labelled `none`).
@@ -20,6 +24,8 @@ pub struct Counters {
     pub shed: Counter,
     /// `router_no_healthy_instance_total{pool}`.
     pub no_healthy_instance: Counter,
+    /// The last `status.history` of answers, for the status page.
+    pub history: History,
 }
 
 impl std::fmt::Debug for Counters {
@@ -29,13 +35,14 @@ impl std::fmt::Debug for Counters {
 }
 
 impl Counters {
-    pub fn new(pool: &str) -> Self {
+    pub fn new(pool: &str, status: &StatusConfig) -> Self {
         Self {
             pool: pool.to_owned(),
             by_status: (100..=999).map(|_| OnceLock::new()).collect(),
             duration: metrics::histogram!("router_request_duration_seconds", "pool" => pool.to_owned()),
             shed: metrics::counter!("router_shed_total", "pool" => pool.to_owned()),
             no_healthy_instance: metrics::counter!("router_no_healthy_instance_total", "pool" => pool.to_owned()),
+            history: History::new(status.history, status.bucket),
         }
     }
 
@@ -51,5 +58,6 @@ impl Counters {
         });
         counter.increment(1);
         self.duration.record(elapsed.as_secs_f64());
+        self.history.record(Instant::now(), status.as_u16(), elapsed);
     }
 }

@@ -83,7 +83,7 @@ impl Pool {
             retries_refused: AtomicU64::new(0),
             client,
             health: cfg.health.clone(),
-            counters: Counters::new(name),
+            counters: Counters::new(name, &cfg.status),
         }
     }
 

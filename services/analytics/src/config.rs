@@ -16,6 +16,12 @@ mesh_core::service_config! {
     }
 }
 
+/// Keys whose environment value is a comma-separated list: none.
+pub const LIST_KEYS: &[&str] = &[];
+
+/// Nothing to check beyond the types.
+impl mesh_core::config::Validate for Config {}
+
 #[cfg(test)]
 mod tests {
     use mesh_core::config::Sources;

@@ -25,7 +25,7 @@ use tonic::Status;
 use crate::validate::OwnerId;
 
 /// Live events settings.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LiveConfig {
     /// Entries kept per owner for watchers to resume from; the oldest go first. Default: 1000.
@@ -38,9 +38,11 @@ pub struct LiveConfig {
     /// How long an owner's log lives after its last event: long enough for a watcher to resume
     /// after a reconnect, short enough that idle owners hold nothing. Default: 1h.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub log_ttl: Duration,
     /// How often an idle watcher looks for new events. Default: 20ms.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub poll_interval: Duration,
     /// Entries read per poll. Default: 100.
     pub batch: usize,

@@ -12,6 +12,7 @@ mesh_core::service_config! {
         /// reservation id forever; a reservation still taking stock after half of this gives up and
         /// returns what it took, so a live call never overlaps an expired claim. Default: 60s.
         #[serde(with = "humantime_serde")]
+        #[schemars(with = "mesh_core::config::HumanDuration")]
         pub reservation_timeout: Duration = Duration::from_secs(60),
         /// How long a settled reservation (`reserved`, `released`) is kept. It is what makes a repeat
         /// of a reservation take nothing twice, and orders repeats one only while the order's
@@ -19,11 +20,21 @@ mesh_core::service_config! {
         /// default), so a week outlives every repeat several times over; a release after that finds
         /// nothing and returns no stock. Default: 7d.
         #[serde(with = "humantime_serde")]
+        #[schemars(with = "mesh_core::config::HumanDuration")]
         pub reservation_ttl: Duration = Duration::from_secs(7 * 24 * 3600),
         /// Upper bound on articles one `ListArticles` call examines while filtering by a query. A
         /// sparse query stops there with a short page and a cursor to continue from, so no call reads
         /// the whole catalogue. Default: 1000.
         pub max_scan: usize = 1000,
+    }
+}
+
+/// Keys whose environment value is a comma-separated list: none.
+pub const LIST_KEYS: &[&str] = &[];
+
+impl mesh_core::config::Validate for Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        Config::validate(self)
     }
 }
 

@@ -5,5 +5,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    mesh_core::process::run("articles-service", articles_service::serve).await
+    mesh_core::process::run(mesh_core::binary!("articles-service"), articles_service::serve).await
 }

@@ -19,9 +19,11 @@ mesh_core::service_config! {
         pub audience: String = "mesh".into(),
         /// Lifetime of an access token. Default: 15m.
         #[serde(with = "humantime_serde")]
+        #[schemars(with = "mesh_core::config::HumanDuration")]
         pub access_ttl: Duration = Duration::from_secs(15 * 60),
         /// Lifetime of a refresh token, and of a session since its last refresh. Default: 30days.
         #[serde(with = "humantime_serde")]
+        #[schemars(with = "mesh_core::config::HumanDuration")]
         pub refresh_ttl: Duration = Duration::from_secs(30 * 24 * 3600),
         /// Emails (compared normalised) that get the `admin` role when they register. Default: none.
         pub admin_emails: Vec<String> = Vec::new(),
@@ -38,8 +40,17 @@ mesh_core::service_config! {
     }
 }
 
+/// Keys whose environment value is a comma-separated list: `MESH_ADMIN_EMAILS=a@x.com,b@y.com`.
+pub const LIST_KEYS: &[&str] = &["admin_emails"];
+
+impl mesh_core::config::Validate for Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        Config::validate(self)
+    }
+}
+
 /// One Ed25519 signing key, from inline PEM or a file.
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigningKeyConfig {
     /// Key id, sent in the token header (`kid`) so verifiers pick the right public key.

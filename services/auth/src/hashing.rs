@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// argon2id parameters for new password hashes. Stored hashes carry their own parameters, so
 /// raising these only affects passwords set from then on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PasswordHashConfig {
     /// Memory in KiB. Default: 19456.
@@ -27,7 +27,7 @@ pub struct PasswordHashConfig {
 /// flood once took a mesh to 7 GiB). Hashes run on their own threads, at most `max_concurrent`
 /// at once; a call waits at most `max_wait` for one (never past its own gRPC deadline), then is
 /// refused with RESOURCE_EXHAUSTED, which the gateway answers 503 + `Retry-After`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HashingConfig {
     /// Hashes at once; `0` derives it: `min(cores, memory_budget_mib / password_hash memory)`,
@@ -38,6 +38,7 @@ pub struct HashingConfig {
     pub memory_budget_mib: u64,
     /// Longest wait for a free hashing slot before the call is refused. Default: 1s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub max_wait: Duration,
     /// Nice value of the hashing threads (Linux), 0..=19: under contention a hash yields the CPU
     /// to the latency-bound calls of this process and whatever shares its cores; an idle machine

@@ -5,7 +5,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // `MESH_ADMIN_EMAILS=a@x.com,b@y.com` is a list.
-    let sources = mesh_core::config::Sources::from_process().with_list_key("admin_emails");
-    mesh_core::process::run_with("auth-service", sources, auth_service::serve).await
+    let sources = mesh_core::config::Sources::from_process().with_list_keys(auth_service::config::LIST_KEYS);
+    mesh_core::process::run_with(mesh_core::binary!("auth-service"), sources, auth_service::serve).await
 }

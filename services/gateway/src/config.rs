@@ -9,7 +9,7 @@ use mesh_core::store::StoreConfig;
 use serde::{Deserialize, Serialize};
 
 /// Which half of the API a gateway serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Domain {
     /// `/v1/auth`, `/v1/users`, `/v1/quota`, `/.well-known/jwks.json`.
@@ -27,10 +27,11 @@ impl Domain {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Default: `identity`.
+    /// Which half of the API this gateway serves; each binary sets its own, whatever the file
+    /// says. Default: `identity`.
     pub domain: Domain,
     /// HTTP listener. Default: `127.0.0.1:8081` (identity) / `127.0.0.1:8082` (business).
     pub listen: SocketAddr,
@@ -51,22 +52,27 @@ pub struct Config {
     pub cors: CorsConfig,
     /// How long a verified API key is trusted before asking auth again. Default: 30s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub api_key_cache_ttl: Duration,
     /// How long a last-known-good answer may be served when its service is down. Default: 24h.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub fallback_ttl: Duration,
     /// How often a live answer that has not changed is written to the store again as the
     /// last-known-good one (its age restarts); a changed answer is written at once. `0s` writes
     /// every answer. Default: 60s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub fallback_refresh: Duration,
     /// How long a public read (`GET /v1/articles`, `GET /v1/articles/{id}`) is answered from the
     /// store without asking the service; `0s` turns the response cache off. Default: 30s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub response_cache_ttl: Duration,
     /// Time allowed for one cache or snapshot operation on the store before it counts as a miss
     /// (the tier fails open). Default: 250ms.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub cache_timeout: Duration,
     /// The approximate per-principal limit kept while the quota service is down.
     pub local_quota: LocalQuotaConfig,
@@ -87,14 +93,15 @@ pub struct Config {
 
 /// The limit a gateway applies by itself while the quota service cannot answer. A principal's
 /// last known plan wins over these defaults.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocalQuotaConfig {
     /// Requests per window for a principal whose plan is unknown. Default: 1000 (the quota
     /// service's default `free` plan).
     pub limit: u64,
-    /// Default: 1h.
+    /// The window `limit` counts over. Default: 1h.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub window: Duration,
     /// Principals counted at most; ended windows, then arbitrary ones, make room. Default: 100000.
     pub max_principals: usize,
@@ -107,7 +114,7 @@ impl Default for LocalQuotaConfig {
 }
 
 /// The gRPC services a gateway calls, each a list of replica endpoints.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Services {
     pub auth: ClientConfig,
@@ -133,22 +140,25 @@ impl Default for Services {
 }
 
 /// What an access token must say to be accepted.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtConfig {
-    /// Default: `mesh-auth`.
+    /// The `iss` a token must carry: auth's `issuer`. Default: `mesh-auth`.
     pub issuer: String,
-    /// Default: `mesh`.
+    /// The `aud` a token must carry: auth's `audience`. Default: `mesh`.
     pub audience: String,
     /// Clock skew tolerated on `exp`/`nbf`. Keep it under a minute: auth remembers a revoked
     /// session for the access token lifetime plus one minute. Default: 5s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub leeway: Duration,
     /// How often the JWKS is fetched again from auth. Default: 5m.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub jwks_refresh: Duration,
     /// Least time between two fetches caused by an unknown `kid`. Default: 10s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub jwks_min_refetch: Duration,
     /// How long this gateway trusts that a token's session is not revoked before asking the
     /// store again (`auth:revoked:{sid}`): the longest a logout or a refresh-token reuse takes to
@@ -156,6 +166,7 @@ pub struct JwtConfig {
     /// Default: 500ms, so a revocation reaches every gateway within a second at one store read
     /// per session per 500 ms.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub revocation_cache_ttl: Duration,
     /// Sessions whose revocation verdict this gateway keeps at most; expired verdicts, then
     /// arbitrary ones, make room (a dropped verdict costs one store read). Default: 100000
@@ -183,13 +194,14 @@ impl Default for JwtConfig {
 }
 
 /// Edge protection.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request body. Default: 64 KiB.
     pub body_bytes: usize,
     /// Whole-request deadline; service calls get what remains of it. Default: 10s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub request_timeout: Duration,
     /// Requests served at once; past it requests are shed with 503. Default: 1024.
     pub concurrency: usize,
@@ -202,7 +214,7 @@ impl Default for Limits {
 }
 
 /// Cross-origin access. Empty `allowed_origins` leaves CORS off (same-origin only).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorsConfig {
     /// Exact origins such as `https://app.example.com`, or `*` for any.
@@ -253,6 +265,9 @@ impl Default for Config {
     }
 }
 
+/// Nothing to check beyond the types.
+impl mesh_core::config::Validate for Config {}
+
 impl Listens for Config {
     fn listen(&self) -> SocketAddr {
         self.listen
@@ -272,7 +287,7 @@ impl Listens for Config {
 }
 
 /// The business gateway binary's config: the same fields with business defaults.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct BusinessConfig(pub Config);
 
@@ -281,6 +296,9 @@ impl Default for BusinessConfig {
         Self(Config::for_domain(Domain::Business))
     }
 }
+
+/// Nothing to check beyond the types.
+impl mesh_core::config::Validate for BusinessConfig {}
 
 impl Listens for BusinessConfig {
     fn listen(&self) -> SocketAddr {

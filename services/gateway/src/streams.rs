@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use crate::error::ApiError;
 
 /// Limits of server-sent event streams.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamConfig {
     /// Streams one principal may hold open at once, across every gateway sharing the store;
@@ -35,6 +35,7 @@ pub struct StreamConfig {
     /// How long a stream's lease in the store outlives a gateway that stopped renewing it (a
     /// crashed one). Default: 30s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub lease_ttl: Duration,
     /// Streams this gateway holds open at once; past it 503. Default: 1000.
     pub global: usize,
@@ -42,14 +43,17 @@ pub struct StreamConfig {
     pub buffer: usize,
     /// How long a full buffer may wait for the client before the stream is dropped. Default: 10s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub stall_timeout: Duration,
     /// Interval of keep-alive comments on an idle stream. Default: 15s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub keep_alive: Duration,
     /// Longest a stream stays open; then it ends cleanly and the client reconnects with
     /// `Last-Event-ID` (EventSource does so by itself), so no connection is held for ever and
     /// a client's slot turns over. Default: 1h.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub max_duration: Duration,
 }
 

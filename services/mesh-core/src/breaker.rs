@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+/// The circuit breaker of one called service: when it opens (fails calls at once instead of
+/// waiting on a service that is down) and how it tries the service again.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
     /// Failures in a row that open the breaker. Default: 5.
@@ -27,6 +29,7 @@ pub struct BreakerConfig {
     pub min_calls: usize,
     /// How long it stays open before probing. Default: 5s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::config::HumanDuration")]
     pub open_for: Duration,
     /// Probe calls allowed at once while half-open. Default: 1.
     pub half_open_calls: u32,

@@ -12,8 +12,90 @@ use std::path::PathBuf;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-/// Conventional variables and the key each sets, applied when `MESH_<key>` itself is not set.
-const ALIASES: &[(&str, &str, &str)] = &[("REDIS_URL", "store", "MESH_STORE__REDIS_URL")];
+/// Conventional variables and the key each sets, applied when `MESH_<key>` itself is not set:
+/// (variable, the top-level section that must exist, the `MESH_` variable it stands for).
+pub const ALIASES: &[(&str, &str, &str)] = &[("REDIS_URL", "store", "MESH_STORE__REDIS_URL")];
+
+/// The `MESH_` variable that sets the dotted `key`: `store.redis_url` is `MESH_STORE__REDIS_URL`.
+pub fn env_name(key: &str) -> String {
+    format!("MESH_{}", key.replace('.', "__").to_uppercase())
+}
+
+/// A component's own checks of a loaded configuration, beyond what its types enforce (the
+/// router's rules must name configured pools, auth's TTLs must be ordered, ...). `check` and
+/// `serve` both run it. The default accepts everything.
+pub trait Validate {
+    /// An error naming the key at fault.
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// The schema of a duration field (`#[serde(with = "humantime_serde")]`): a humantime string
+/// such as `250ms`, `5s`, `1h 30m`. Fields say so with
+/// `#[schemars(with = "mesh_core::config::HumanDuration")]`.
+pub struct HumanDuration;
+
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "duration" })
+    }
+}
+
+/// What [`redacted`] writes instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether a key holds a secret: its name says key material, a password, a secret or a token.
+/// The one list of them; `print-config` and anything else that shows a configuration use it.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "private_key_pem", "token"].iter().any(|word| key.contains(word))
+        && !key.ends_with("_ttl")
+        && !key.ends_with("_entries")
+        && !key.ends_with("_file")
+}
+
+/// A serialised configuration with its secrets replaced by [`REDACTED`]: the string values of
+/// [secret keys](is_secret_key), and the password of any URL (`redis://:pw@host` becomes
+/// `redis://:<redacted>@host`). Tables under a secret-looking name (e.g. the password hash's
+/// cost) are walked, not hidden.
+pub fn redacted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    fn walk(value: Value, secret: bool) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| {
+                        let s = is_secret_key(&k);
+                        (k, walk(v, s))
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.into_iter().map(|v| walk(v, secret)).collect()),
+            Value::String(_) if secret => Value::String(REDACTED.to_owned()),
+            Value::String(s) => Value::String(redact_url_password(&s)),
+            other => other,
+        }
+    }
+    walk(value, false)
+}
+
+/// `scheme://user:password@host...` with the password redacted; anything else unchanged.
+fn redact_url_password(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else { return value.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return value.to_owned() };
+    let Some(colon) = rest[..at].find(':') else { return value.to_owned() };
+    format!("{scheme}://{}:{REDACTED}{}", &rest[..colon], &rest[at..])
+}
 
 /// Why a configuration could not be loaded. The message names the file or variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +143,11 @@ impl Sources {
     pub fn with_list_key(mut self, key: impl Into<String>) -> Self {
         self.list_keys.push(key.into());
         self
+    }
+
+    /// [`with_list_key`](Self::with_list_key) for each of `keys`.
+    pub fn with_list_keys(self, keys: &[&str]) -> Self {
+        keys.iter().fold(self, |s, k| s.with_list_key(*k))
     }
 
     /// Builds `T` from its `Default`, the file, then the environment.
@@ -185,6 +272,25 @@ mod tests {
         assert_eq!(cfg.listen, "10.0.0.1:9");
         assert_eq!(cfg.deadline, Duration::from_secs(2));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_the_rest_kept() {
+        let cfg = serde_json::json!({
+            "store": { "redis_url": "redis://:hunter2@redis:6379/0", "key_prefix": "mesh:" },
+            "signing_keys": [{ "kid": "k1", "private_key_pem": "-----BEGIN PRIVATE KEY-----x" }],
+            "password_hash": { "memory_kib": 19456 },
+            "token_cache_entries": 100,
+            "plain": "redis://redis:6379",
+        });
+        let out = redacted(cfg).to_string();
+        assert!(!out.contains("hunter2") && !out.contains("BEGIN"), "{out}");
+        assert!(out.contains("redis://:<redacted>@redis:6379/0"), "{out}");
+        assert!(
+            out.contains("\"kid\":\"k1\"") && out.contains("19456") && out.contains("redis://redis:6379")
+        );
+        assert!(out.contains("\"token_cache_entries\":100"), "{out}");
+        assert_eq!(env_name("store.redis_url"), "MESH_STORE__REDIS_URL");
     }
 
     #[test]

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 /// Addresses (CIDRs) of proxies whose `X-Forwarded-For` / `Forwarded` headers are believed.
 /// Empty: no one's, the TCP peer is the client.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies(#[schemars(with = "Vec<String>")] Vec<IpNet>);
 
 impl TrustedProxies {
     pub fn new(nets: Vec<IpNet>) -> Self {

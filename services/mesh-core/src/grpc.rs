@@ -12,18 +12,21 @@ use tonic::service::Routes;
 use tonic_reflection::server::{v1, v1alpha};
 
 /// Server settings shared by every gRPC service.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Upper bound on any one call, whatever deadline the client sent. Default: 30s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::config::HumanDuration")]
     pub request_timeout: Duration,
     /// How long to report NOT_SERVING before refusing new calls on drain. Default: 0s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::config::HumanDuration")]
     pub drain_grace: Duration,
     /// How long in-flight calls may take to finish once new calls are refused; streams still open
     /// then (e.g. health watches, which never end by themselves) are cut. Default: 10s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::config::HumanDuration")]
     pub drain_timeout: Duration,
     /// Serve gRPC server reflection (v1 and v1alpha), listing this server's services, health and
     /// reflection itself. It shows the schema, never data; turn it off

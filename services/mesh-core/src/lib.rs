@@ -1,6 +1,8 @@
 //! What every process of the mesh shares, so that each service is only its own behaviour.
 //!
 //! # Layout
+//! - [`cli`]: the command line of every server binary (`check`, `print-config`, `print-defaults`).
+//! - [`reference`]: docs/configuration.md, rendered from the config structs' schemas.
 //! - [`config`]: typed configuration from defaults, a TOML file and `MESH_` environment overrides.
 //! - [`telemetry`]: tracing (JSON logs off a terminal), OTLP trace export, the Prometheus recorder.
 //! - [`trace`]: W3C trace context extracted from and injected into HTTP and gRPC.
@@ -15,6 +17,7 @@
 //! - [`fault_inject`]: chaos faults (latency, errors) set on the admin listener, off unless enabled.
 //! - [`grpc`]: serving a tonic router with `grpc.health.v1`, server reflection and graceful drain.
 //! - [`grpc_metrics`]: request count and latency of every gRPC server.
+//! - [`metrics_catalog`]: every metric of the mesh, with its type, unit and help text.
 //! - [`health`]: `grpc.health.v1` whose watches end when the server drains.
 //! - [`forwarded`]: the client's real address behind trusted proxies.
 //! - [`headers`]: the mesh's header names.
@@ -26,6 +29,7 @@
 
 pub mod admin;
 pub mod breaker;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod contracts;
@@ -38,9 +42,11 @@ pub mod grpc_metrics;
 pub mod headers;
 pub mod health;
 pub mod ids;
+pub mod metrics_catalog;
 pub mod page;
 pub mod problem;
 pub mod process;
+pub mod reference;
 pub mod service_config;
 pub mod shutdown;
 pub mod store;

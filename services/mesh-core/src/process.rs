@@ -1,5 +1,7 @@
-//! The shape of every binary's `main`: load config, start telemetry, bind the listeners, serve
-//! admin endpoints beside the component, and drain on SIGTERM/SIGINT.
+//! The shape of every binary's `main`: read the command line ([`crate::cli`]), load config, start
+//! telemetry, bind the listeners, serve admin endpoints beside the component, and drain on
+//! SIGTERM/SIGINT. `check`, `print-config` and `print-defaults` stop after loading: nothing is
+//! bound, no telemetry starts.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,7 +12,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::TcpListener;
 
 use crate::admin::{self, Readiness};
-use crate::config::Sources;
+use crate::cli::Binary;
+use crate::config::{Sources, Validate};
 use crate::shutdown::{self, Drain};
 
 /// A future that resolves when the component should drain.
@@ -33,38 +36,34 @@ pub trait Listens {
 }
 
 /// Runs one component as a process until SIGTERM/SIGINT, then drains it.
-pub async fn run<C, F, Fut>(name: &'static str, serve: F) -> anyhow::Result<()>
+pub async fn run<C, F, Fut>(binary: Binary, serve: F) -> anyhow::Result<()>
 where
-    C: DeserializeOwned + Serialize + Default + Listens,
+    C: DeserializeOwned + Serialize + Default + Listens + Validate,
     F: FnOnce(C, TcpListener, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    run_with(name, Sources::from_process(), serve).await
+    run_with(binary, Sources::from_process(), serve).await
 }
 
 /// [`run`] with the configuration read from `sources` (e.g. with list keys declared).
-pub async fn run_with<C, F, Fut>(name: &'static str, sources: Sources, serve: F) -> anyhow::Result<()>
+pub async fn run_with<C, F, Fut>(binary: Binary, sources: Sources, serve: F) -> anyhow::Result<()>
 where
-    C: DeserializeOwned + Serialize + Default + Listens,
+    C: DeserializeOwned + Serialize + Default + Listens + Validate,
     F: FnOnce(C, TcpListener, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    run_inner(name, sources, true, |cfg, listener, _admin, shutdown| serve(cfg, listener, shutdown)).await
+    run_inner(binary, sources, true, |cfg, listener, _admin, shutdown| serve(cfg, listener, shutdown)).await
 }
 
 /// [`run_with`] for a component that serves its own admin listener (bound here, on
 /// `admin_listen`), with routes of its own beside the probes, like the router's `/mesh/status`.
-pub async fn run_with_own_admin<C, F, Fut>(
-    name: &'static str,
-    sources: Sources,
-    serve: F,
-) -> anyhow::Result<()>
+pub async fn run_with_own_admin<C, F, Fut>(binary: Binary, sources: Sources, serve: F) -> anyhow::Result<()>
 where
-    C: DeserializeOwned + Serialize + Default + Listens,
+    C: DeserializeOwned + Serialize + Default + Listens + Validate,
     F: FnOnce(C, TcpListener, TcpListener, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    run_inner(name, sources, false, |cfg, listener, admin: Option<TcpListener>, shutdown| {
+    run_inner(binary, sources, false, |cfg, listener, admin: Option<TcpListener>, shutdown| {
         serve(cfg, listener, admin.expect("bound for a component serving its own admin"), shutdown)
     })
     .await
@@ -87,18 +86,26 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn run_inner<C, F, Fut>(
-    name: &'static str,
+    binary: Binary,
     sources: Sources,
     serve_admin: bool,
     serve: F,
 ) -> anyhow::Result<()>
 where
-    C: DeserializeOwned + Serialize + Default + Listens,
+    C: DeserializeOwned + Serialize + Default + Listens + Validate,
     F: FnOnce(C, TcpListener, Option<TcpListener>, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    let cli = crate::cli::parse(binary);
+    let sources = cli.config.apply(sources);
+    if let Some(command) = cli.command {
+        crate::cli::execute_or_exit::<C>(binary.name, command, &sources);
+        return Ok(());
+    }
+    let name = binary.name;
     crate::telemetry::init(name);
     let cfg: C = sources.load()?;
+    cfg.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e:#}"))?;
     crate::fault_inject::enable(cfg.admin_faults());
     let listener = bind(cfg.listen()).with_context(|| format!("cannot listen on {}", cfg.listen()))?;
     let admin_listener = TcpListener::bind(cfg.admin_listen())

@@ -8,7 +8,10 @@
 //! `admin_listen`, `admin_faults`, `server`, `store`) with their documentation and defaults, the service's own
 //! fields after them, `Default`, and [`Listens`](crate::process::Listens).
 //!
-//! The calling crate needs `serde` (with `derive`) as a dependency, as every service has.
+//! The calling crate needs `serde` (with `derive`) and `schemars` as dependencies, as every
+//! service has; a duration field says `#[schemars(with = "mesh_core::config::HumanDuration")]`
+//! beside its `#[serde(with = "humantime_serde")]`, and the service implements
+//! [`Validate`](crate::config::Validate) (with its own checks, or none).
 
 /// Declares a service's `Config`: the shared head, then the service's own fields, each written
 /// `name: Type = default`.
@@ -43,7 +46,7 @@ macro_rules! service_config {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Clone, Debug, ::serde::Deserialize, ::serde::Serialize)]
+        #[derive(Clone, Debug, ::serde::Deserialize, ::serde::Serialize, ::schemars::JsonSchema)]
         #[serde(deny_unknown_fields, default)]
         $vis struct $name {
             #[doc = concat!("gRPC listener. Default: `127.0.0.1:", stringify!($port), "`.")]
@@ -116,6 +119,7 @@ mod tests {
             admin_listen: 9099,
             /// A duration, as the services write theirs.
             #[serde(with = "humantime_serde")]
+            #[schemars(with = "crate::config::HumanDuration")]
             pub(crate) ttl: Duration = Duration::from_secs(60),
         }
     }

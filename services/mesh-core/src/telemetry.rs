@@ -1,20 +1,42 @@
-//! Logs and metrics for every process.
+//! Logs, traces and metrics for every process (docs/observability.md).
 //!
 //! Logs: `tracing`, JSON when stdout is not a terminal (containers, CI), human-readable otherwise;
-//! the filter comes from `MESH_LOG` or `RUST_LOG`, default `info`. Traces: every `tracing` span
-//! is also an OpenTelemetry span, exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Metrics: one process-wide
-//! Prometheus recorder; [`metrics_handle`] renders it for `/metrics`.
+//! the filter comes from `MESH_LOG` or `RUST_LOG`, default `info`.
+//!
+//! Traces: every `tracing` span is also an OpenTelemetry span, exported over OTLP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and neither
+//! `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none`. The exporter follows the
+//! OpenTelemetry SDK environment spec through the SDK itself: the protocol from
+//! `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf`, the
+//! default, or `grpc`), headers, timeout and the `OTEL_BSP_*` batch settings. The resource comes
+//! from the SDK's detectors (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`), with the
+//! component's name as `service.name` only when neither names one, and `service.version`.
+//!
+//! Metrics: one process-wide Prometheus recorder, every family described from
+//! [`crate::metrics_catalog`]; [`render_metrics`] renders it for `/metrics`, with the process
+//! metrics (`process_*`) read at each scrape and `mesh_build_info`.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::resource::{
+    EnvResourceDetector, SdkProvidedResourceDetector, TelemetryResourceDetector,
+};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+static PROCESS_METRICS: OnceLock<metrics_process::Collector> = OnceLock::new();
+
+/// The version every component reports (`service.version`, `mesh_build_info`): the workspace's.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit the binary was built from, when the build set `MESH_BUILD_COMMIT` (the container
+/// build does); the `commit` label of `mesh_build_info`.
+pub const COMMIT: Option<&str> = option_env!("MESH_BUILD_COMMIT");
 
 /// Histogram buckets in seconds: from sub-millisecond hops to the 30 s server timeout.
 const LATENCY_BUCKETS: &[f64] =
@@ -43,15 +65,23 @@ pub fn init_with_tracer_provider(service: &str, provider: SdkTracerProvider) {
     install_with(service, "info", false, Some(provider));
 }
 
-/// An OTLP/gRPC exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; otherwise none, and
-/// nothing leaves the process.
+/// An OTLP exporter when an OTLP endpoint is set (and the SDK is not disabled); otherwise none,
+/// and nothing leaves the process. The SDK's builder reads the protocol, endpoint, headers and
+/// timeout from the environment.
 fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty())?;
-    match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let endpoint =
+        set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
+    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
+    {
+        return None;
+    }
+    match opentelemetry_otlp::SpanExporter::builder().build() {
         Ok(exporter) => Some(
             SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
-                .with_resource(Resource::builder().with_service_name(service.to_owned()).build())
+                .with_resource(resource(service))
                 .build(),
         ),
         Err(e) => {
@@ -59,6 +89,25 @@ fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
             None
         }
     }
+}
+
+/// The resource of this process's spans, per the SDK environment spec: `OTEL_SERVICE_NAME`
+/// first, then `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, then `component`; every other
+/// attribute of `OTEL_RESOURCE_ATTRIBUTES`, the SDK's `telemetry.sdk.*`, and `service.version`
+/// unless the environment gives one.
+pub fn resource(component: &str) -> Resource {
+    let mut builder = Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", component.to_owned()),
+            KeyValue::new("service.version", VERSION),
+        ])
+        .with_detectors(&[Box::new(TelemetryResourceDetector), Box::new(EnvResourceDetector::new())]);
+    // The SDK's own detector reads OTEL_SERVICE_NAME; without it, it would name the service
+    // `unknown_service:<executable>` over the component's name.
+    if std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty()) {
+        builder = builder.with_detector(Box::new(SdkProvidedResourceDetector));
+    }
+    builder.build()
 }
 
 fn install_with(service: &str, default_filter: &str, to_stderr: bool, provider: Option<SdkTracerProvider>) {
@@ -98,11 +147,33 @@ fn install_with(service: &str, default_filter: &str, to_stderr: bool, provider: 
     }
     let _ = metrics_handle();
     if installed {
-        tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "telemetry ready");
+        build_info(service);
+        tracing::info!(service, version = VERSION, "telemetry ready");
     }
 }
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// `mesh_build_info{component, version, commit} 1` (no `commit` label when it is unknown).
+fn build_info(component: &str) {
+    let gauge = match COMMIT {
+        Some(commit) => metrics::gauge!(
+            "mesh_build_info", "component" => component.to_owned(), "version" => VERSION, "commit" => commit
+        ),
+        None => metrics::gauge!("mesh_build_info", "component" => component.to_owned(), "version" => VERSION),
+    };
+    gauge.set(1.0);
+}
+
+/// `/metrics`: the process metrics read now, then everything recorded, as Prometheus text.
+pub fn render_metrics() -> String {
+    let handle = metrics_handle();
+    if let Some(process) = PROCESS_METRICS.get() {
+        process.collect();
+    }
+    handle.render()
+}
+
+/// The process-wide Prometheus recorder, installed on first use, with every family of
+/// [`crate::metrics_catalog`] described.
 pub fn metrics_handle() -> PrometheusHandle {
     METRICS
         .get_or_init(|| {
@@ -110,6 +181,12 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .set_buckets(LATENCY_BUCKETS)
                 .expect("bucket list is not empty")
                 .build_recorder();
+            let process = metrics_process::Collector::default();
+            metrics::with_local_recorder(&recorder, || {
+                crate::metrics_catalog::describe();
+                process.describe();
+            });
+            let _ = PROCESS_METRICS.set(process);
             let handle = recorder.handle();
             // Another recorder may already be installed (e.g. by a test harness); ours then
             // renders only what is recorded through it, which is better than failing to start.

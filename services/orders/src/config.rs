@@ -21,6 +21,7 @@ mesh_core::service_config! {
         /// outliving any queue entry: the gateways refuse to queue once the oldest entry waits their
         /// `order_queue.max_age` (1h by default), so keep this at least four times that. Default: 24h.
         #[serde(with = "humantime_serde")]
+        #[schemars(with = "mesh_core::config::HumanDuration")]
         pub idempotency_ttl: Duration = Duration::from_secs(24 * 3600),
         /// The consumer of the order queue the gateways fill during an outage.
         pub queue: QueueConfig = QueueConfig::default(),
@@ -29,8 +30,18 @@ mesh_core::service_config! {
     }
 }
 
+/// Keys whose environment value is a comma-separated list:
+/// `MESH_ARTICLES__ENDPOINTS=http://a:50055,http://b:50055`.
+pub const LIST_KEYS: &[&str] = &["articles.endpoints"];
+
+impl mesh_core::config::Validate for Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        Config::validate(self)
+    }
+}
+
 /// How this replica drains the order queue (see [`crate::queue`]).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// Create the orders the gateways queued while no orders replica answered. Turn it off only
@@ -38,15 +49,18 @@ pub struct QueueConfig {
     pub enabled: bool,
     /// How long to wait before looking again when a look found no new entry. Default: 200ms.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub poll_interval: Duration,
     /// How long an entry may stay unacknowledged with one consumer before another replica takes
     /// it over (its consumer is presumed dead). Longer than one order takes to create, or two
     /// replicas work on it at once (harmless, but wasted). Default: 30s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub claim_idle: Duration,
     /// How often this replica tries its own entries again after a transient failure (articles
     /// or the store down). Default: 1s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub retry_interval: Duration,
     /// Entries read at once. Default: 32.
     pub batch_size: usize,

@@ -22,7 +22,7 @@ use tonic::Status;
 use crate::service::OrdersApi;
 
 /// What each order's log keeps (`[events]` of the config), and for how long.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
     /// Entries kept per order; the oldest go first. An order has a handful in its life (queued,
@@ -34,6 +34,7 @@ pub struct EventsConfig {
     /// How long an order's log lives after its last event: a watcher opens it right after the
     /// order is placed; the order itself (`GetOrder`) outlives it. Default: 7d.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub log_ttl: Duration,
 }
 

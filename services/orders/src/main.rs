@@ -5,7 +5,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // `MESH_ARTICLES__ENDPOINTS=http://a:50055,http://b:50055` is a list.
-    let sources = mesh_core::config::Sources::from_process().with_list_key("articles.endpoints");
-    mesh_core::process::run_with("orders-service", sources, orders_service::serve).await
+    let sources =
+        mesh_core::config::Sources::from_process().with_list_keys(orders_service::config::LIST_KEYS);
+    mesh_core::process::run_with(mesh_core::binary!("orders-service"), sources, orders_service::serve).await
 }

@@ -22,12 +22,24 @@ mesh_core::service_config! {
     }
 }
 
+/// Keys whose environment value is a comma-separated list: none.
+pub const LIST_KEYS: &[&str] = &[];
+
+impl mesh_core::config::Validate for Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        Config::validate(self)
+    }
+}
+
 /// A plan: how many requests fit in one window.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
+    /// Requests a principal on this plan may make per window.
     pub limit: u64,
+    /// The window the limit counts over, e.g. `1h`.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub window: Duration,
 }
 

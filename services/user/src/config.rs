@@ -8,3 +8,9 @@ mesh_core::service_config! {
         admin_listen: 9052,
     }
 }
+
+/// Keys whose environment value is a comma-separated list: none.
+pub const LIST_KEYS: &[&str] = &[];
+
+/// Nothing to check beyond the types.
+impl mesh_core::config::Validate for Config {}

@@ -56,7 +56,7 @@ pub const STATUS_QUEUED: &str = "queued";
 /// How much the order queue may hold (`order_queue` of the gateway config). Past either bound a
 /// new order is refused with 503 instead of queued: the queue is never trimmed (an accepted
 /// order is never dropped), so it is bounded by refusing, before anything is accepted.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueLimits {
     /// Entries waiting at most (each at most one order of ≤ 50 lines, ~3 KiB), across every
@@ -70,6 +70,7 @@ pub struct QueueLimits {
     /// `max_age` plus the drain, far below 24h. Keep it at most a quarter of the orders
     /// service's `idempotency_ttl`. Default: 1h.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub max_age: Duration,
 }
 

@@ -43,7 +43,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The limits of the login and registration throttles.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleConfig {
     /// Failed logins per account (every address together). Default: 5 free failures, then
@@ -59,17 +59,19 @@ pub struct ThrottleConfig {
     /// lets the attempt through (fail open); the throttle then leaves the store alone for a
     /// second (the store tier's rest). Default: 250ms.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub store_timeout: Duration,
     /// How long a refused attempt waits before its 429 (at most what is left of the lockout).
     /// A guesser that does not wait for `Retry-After` is held to one guess per connection per
     /// this long instead of a refusal per millisecond: a flood's rate is bounded by its own
     /// concurrency, and the gateway's cores stay with the other users. Default: 500ms.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub refusal_delay: Duration,
 }
 
 /// Failures allowed free, then a lockout that doubles with every further failure.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FailureLimit {
     /// Failures before any lockout; `0` locks from the first failure. Default: 5 (account) /
@@ -77,23 +79,27 @@ pub struct FailureLimit {
     pub free_failures: u32,
     /// Lockout after the first failure past the free ones. Default: 1s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub base_lockout: Duration,
     /// The longest lockout; doubling stops here. Default: 15m.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub max_lockout: Duration,
     /// Failures are forgotten this long after the latest one. Default: 1h.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub forget_after: Duration,
 }
 
 /// At most `per_window` attempts in a fixed window that starts at the first one.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttemptLimit {
     /// Attempts per window; `0` turns the limit off. Default: 20.
     pub per_window: u32,
-    /// Default: 1h.
+    /// The window `per_window` counts over (fixed windows). Default: 1h.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub window: Duration,
 }
 

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::clients::{CallError, Quota};
 
 /// How gateways lease quota.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LeaseConfig {
     /// Largest slice of a principal's window one gateway leases at once; `1` counts every
@@ -41,6 +41,7 @@ pub struct LeaseConfig {
     pub share: u32,
     /// A principal's unused slice is given back after this long without a request. Default: 1s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "mesh_core::config::HumanDuration")]
     pub idle: Duration,
     /// Principals with a lease at once; others are counted one request at a time. Default: 100000.
     pub max_principals: usize,

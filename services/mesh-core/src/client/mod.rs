@@ -46,23 +46,27 @@ use tower::util::BoxCloneSyncService;
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 
 /// How to reach one service.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientConfig {
     /// Replica addresses, `http://host:port`. Default: none (set per service).
     pub endpoints: Vec<String>,
     /// Time allowed to open a connection to one replica. Default: 1s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::config::HumanDuration")]
     pub connect_timeout: Duration,
     /// Deadline of one call, sent to the server as `grpc-timeout`. Default: 5s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::config::HumanDuration")]
     pub request_timeout: Duration,
     /// HTTP/2 keep-alive ping interval of the health watch; a replica that misses a ping for
     /// as long again is taken out of the balancer. Default: 1s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::config::HumanDuration")]
     pub health_keepalive: Duration,
     /// How often endpoint host names are resolved again. Default: 5s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::config::HumanDuration")]
     pub dns_refresh: Duration,
     /// Calls to this service in flight at once; past it calls fail at once (bulkhead). Default:
     /// 1024, a gateway's own request limit: one call per request in flight never sheds.
@@ -72,7 +76,7 @@ pub struct ClientConfig {
 }
 
 /// Retries of idempotent calls that failed with UNAVAILABLE (or never reached a replica).
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Retries per call. Default: 1.
@@ -83,6 +87,7 @@ pub struct RetryConfig {
     pub budget_min_per_second: u32,
     /// How long a call counts towards the budget. Default: 10s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::config::HumanDuration")]
     pub budget_window: Duration,
 }
 

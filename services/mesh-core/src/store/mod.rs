@@ -41,7 +41,7 @@ pub use self::stream::StreamEntry;
 /// - `redis_url = "memory://<name>"`: the in-process memory store called `<name>`, shared by every
 ///   component of this process that names it. `meshctl up` runs the whole mesh this way.
 /// - `redis_url = "redis://…"`: Redis, shared by every process and replica.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `redis://host:port/db` or `memory://<name>`. Default: none (private memory backend).
@@ -50,9 +50,11 @@ pub struct StoreConfig {
     pub key_prefix: String,
     /// Time allowed for one Redis command before it counts as a failure. Default: 2s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::config::HumanDuration")]
     pub command_timeout: Duration,
     /// Time allowed to (re)connect. Default: 1s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::config::HumanDuration")]
     pub connect_timeout: Duration,
 }
 
