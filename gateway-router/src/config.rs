@@ -295,6 +295,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener: `/healthz`, `/readyz`, `/metrics`, `/mesh/status`. Default: `127.0.0.1:9080`.
     pub admin_listen: SocketAddr,
+    /// Serve `/fault` on the admin listener, through which `meshctl chaos` injects latency and
+    /// errors into the router's requests (docs/chaos.md). A test instrument: never on in
+    /// production. Default: false.
+    pub admin_faults: bool,
     /// Also serve `/metrics` and `/mesh/status` on the public `listen` port (after the rate
     /// limit). They show instance addresses and breaker states, so default: false.
     pub admin_on_public_port: bool,
@@ -358,6 +362,7 @@ impl Default for Config {
         Self {
             listen: ([127, 0, 0, 1], 8080).into(),
             admin_listen: ([127, 0, 0, 1], 9080).into(),
+            admin_faults: false,
             admin_on_public_port: false,
             trusted_proxies: TrustedProxies::default(),
             rules: default_rules(),
@@ -466,6 +471,10 @@ impl Listens for Config {
 
     fn admin_listen(&self) -> SocketAddr {
         self.admin_listen
+    }
+
+    fn admin_faults(&self) -> bool {
+        self.admin_faults
     }
 }
 

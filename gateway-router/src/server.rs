@@ -168,6 +168,11 @@ async fn serve_connection(
             async move {
                 let response = if ambiguous {
                     refuse_ambiguous(&request)
+                } else if let Some(injected) =
+                    mesh_core::fault_inject::before_http(request.uri().path()).await
+                {
+                    // `meshctl chaos delay|fail router-N` (admin_faults on only).
+                    injected
                 } else {
                     handle(state, own, peer, &peer_headers, request).await
                 };

@@ -267,10 +267,6 @@ async fn restart(state: &MeshState, name: &str) -> anyhow::Result<u32> {
 /// Sets (`Some`) or removes (`None`) the fault on `instance`'s admin port.
 async fn fault(instance: &Instance, spec: Option<serde_json::Value>) -> anyhow::Result<()> {
     let admin = instance.admin.with_context(|| format!("{} has no fault layer", instance.name))?;
-    anyhow::ensure!(
-        instance.kind != "router",
-        "the router has no fault layer: it is what chaos measures the mesh through"
-    );
     let client = observe::client();
     let url = format!("http://{admin}/fault");
     let request = match spec {

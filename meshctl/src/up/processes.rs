@@ -268,8 +268,8 @@ fn specs(args: &UpArgs, dir: &Path, store: &str, redis: Option<(PathBuf, u16)>) 
                 ("MESH_LOG".into(), std::env::var("MESH_LOG").unwrap_or_else(|_| log_filter.clone())),
             ];
             let mut set = |key: &str, value: String| env.push((key.into(), value));
+            set("MESH_ADMIN_FAULTS", "true".into());
             if kind != Kind::Router {
-                set("MESH_ADMIN_FAULTS", "true".into());
                 set("MESH_STORE__REDIS_URL", store.into());
             }
             match kind {

@@ -311,20 +311,39 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let protocol = self.protocol;
         Box::pin(async move {
-            match decision {
-                Decision::Pass => inner.call(request).await,
-                Decision::Delay(delay) => {
-                    tokio::time::sleep(delay).await;
-                    inner.call(request).await
-                }
-                Decision::Abort(status) => Ok(aborted(protocol, status)),
-                Decision::DelayThenAbort(delay, status) => {
-                    tokio::time::sleep(delay).await;
-                    Ok(aborted(protocol, status))
-                }
+            match carry_out(decision, protocol).await {
+                Some(answer) => Ok(answer),
+                None => inner.call(request).await,
             }
         })
     }
+}
+
+/// Carries out `decision` before a request is handled: waits out its delay, and gives the
+/// injected answer of an abort (`None`: handle the request).
+async fn carry_out<B: Default>(decision: Decision, protocol: Protocol) -> Option<http::Response<B>> {
+    match decision {
+        Decision::Pass => None,
+        Decision::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            None
+        }
+        Decision::Abort(status) => Some(aborted(protocol, status)),
+        Decision::DelayThenAbort(delay, status) => {
+            tokio::time::sleep(delay).await;
+            Some(aborted(protocol, status))
+        }
+    }
+}
+
+/// [`FaultLayer`] for an HTTP component whose main service is not a tower service (the router's
+/// hyper `service_fn`): the fault in force, applied to one request for `path`. While fault
+/// injection is off this is one atomic load.
+pub async fn before_http<B: Default>(path: &str) -> Option<http::Response<B>> {
+    if !injector().is_enabled() || exempt(Protocol::Http, path) {
+        return None;
+    }
+    carry_out(injector().decide(), Protocol::Http).await
 }
 
 #[cfg(test)]
