@@ -81,8 +81,13 @@ fn total(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The in-process meshes of this file's tests record into one process-wide recorder: one at a
+/// time, or one test's traffic moves the other's counts.
+static RECORDER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_count_known_traffic_including_a_fallback_and_an_unretried_service_fault() {
+    let _recorder = RECORDER.lock().await;
     let _ = mesh_core::telemetry::metrics_handle();
     let mut t = TestMesh::start().await;
     let (_, token, _) = t.user("metrics@example.com").await;
@@ -382,6 +387,7 @@ async fn every_metric_has_help_text() {
     }
 
     // The in-process mesh: fallbacks and faults record families the healthy path does not.
+    let _recorder = RECORDER.lock().await;
     let _ = mesh_core::telemetry::metrics_handle();
     let mut t = TestMesh::start().await;
     let (_, token, _) = t.user("help-in-process@example.com").await;
