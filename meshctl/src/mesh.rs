@@ -50,6 +50,21 @@ impl Kind {
         }
     }
 
+    /// The workspace binary that runs this component on its own.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Self::Auth => "auth-service",
+            Self::User => "user-service",
+            Self::Quota => "quota-service",
+            Self::Orders => "orders-service",
+            Self::Articles => "articles-service",
+            Self::Analytics => "analytics-service",
+            Self::IdentityGateway => "identity-gateway",
+            Self::BusinessGateway => "business-gateway",
+            Self::Router => "gateway-router",
+        }
+    }
+
     pub fn base_port(self) -> u16 {
         match self {
             Self::Auth => 50051,

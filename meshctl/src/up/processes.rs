@@ -186,20 +186,6 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
     while set.join_next().await.is_some() {}
 }
 
-fn binary_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Auth => "auth-service",
-        Kind::User => "user-service",
-        Kind::Quota => "quota-service",
-        Kind::Orders => "orders-service",
-        Kind::Articles => "articles-service",
-        Kind::Analytics => "analytics-service",
-        Kind::IdentityGateway => "identity-gateway",
-        Kind::BusinessGateway => "business-gateway",
-        Kind::Router => "gateway-router",
-    }
-}
-
 /// The admin port of replica 1 (each binary's default); replica `r` adds `(r - 1) * 100`.
 fn admin_base_port(kind: Kind) -> u16 {
     match kind {
@@ -252,7 +238,7 @@ fn specs(args: &UpArgs, dir: &Path, store: &str, redis: Option<(PathBuf, u16)>) 
         Kind::SERVICES.into_iter().chain([Kind::IdentityGateway, Kind::BusinessGateway, Kind::Router]);
     let log_filter = "warn,mesh_core::process=info".to_owned();
     for kind in kinds {
-        let program = this.with_file_name(binary_name(kind));
+        let program = this.with_file_name(kind.binary());
         anyhow::ensure!(
             program.is_file(),
             "{} is not built: `cargo build --bins` builds every binary beside meshctl",

@@ -230,20 +230,9 @@ fn exempt(protocol: Protocol, path: &str) -> bool {
     }
 }
 
-/// A gRPC call's `grpc-timeout` (`5S`, `4999m`, `100u`…): the deadline the caller gave it.
+/// A gRPC call's `grpc-timeout`: the deadline the caller gave it.
 fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => Duration::from_secs(amount.saturating_mul(60)),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
+    headers.get("grpc-timeout").and_then(crate::client::retry::parse_grpc_timeout)
 }
 
 /// A delay on a gRPC call ends at the call's deadline, as a slow handler would under tonic's

@@ -20,18 +20,6 @@ pub(crate) struct ServiceChaos {
     pub(crate) base: String,
 }
 
-fn binary_of(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Auth => "auth-service",
-        Kind::User => "user-service",
-        Kind::Quota => "quota-service",
-        Kind::Orders => "orders-service",
-        Kind::Articles => "articles-service",
-        Kind::Analytics => "analytics-service",
-        _ => unreachable!("not a service"),
-    }
-}
-
 impl ServiceChaos {
     /// Starts everything; `client` adjusts every gateway's service client config.
     pub(crate) async fn start(client: impl Fn(&mut ClientConfig)) -> Self {
@@ -78,7 +66,7 @@ impl ServiceChaos {
                     })
                     .collect();
                 let process =
-                    ServiceProcess::start(binary(binary_of(kind)), &env).expect("service process starts");
+                    ServiceProcess::start(binary(kind.binary()), &env).expect("service process starts");
                 services.insert((kind, replica), process);
             }
         }

@@ -25,7 +25,7 @@
 
 mod layers;
 mod replicas;
-mod retry;
+pub(crate) mod retry;
 
 use self::layers::{
     BoxError, BoxFuture, CircuitLayer, FailFastLayer, Request, Response, ShedLayer, TracedLayer,

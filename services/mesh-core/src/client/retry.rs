@@ -145,7 +145,7 @@ where
 }
 
 /// A `grpc-timeout` value: digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
-fn parse_grpc_timeout(value: &http::HeaderValue) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(value: &http::HeaderValue) -> Option<Duration> {
     let text = value.to_str().ok()?;
     let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
