@@ -94,6 +94,17 @@ where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = (&'static str, u16)> + Send,
 {
+    run_paced(spec, Duration::ZERO, request).await
+}
+
+/// Like [`run`], each worker starting a request at most once per `every` (an open-loop rate of
+/// `workers / every` at most, as clients that keep under a rate limit send). The wait is not
+/// part of any request's latency.
+pub async fn run_paced<F, Fut>(spec: Spec, every: Duration, request: F) -> Report
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = (&'static str, u16)> + Send,
+{
     let started = Instant::now();
     let deadline = started + spec.duration;
     let next = Arc::new(AtomicU64::new(0));
@@ -112,6 +123,7 @@ where
                 let sent = Instant::now();
                 let (label, status) = request(n).await;
                 mine.push(Sample { at: sent - started, latency: sent.elapsed(), status, label });
+                tokio::time::sleep_until((sent + every).into()).await;
             }
             samples.lock().await.extend(mine);
         }));
@@ -147,6 +159,20 @@ mod tests {
         .await;
         assert!(report.elapsed < Duration::from_secs(1));
         assert!(report.sent() < 100);
+    }
+
+    #[tokio::test]
+    async fn paced_load_keeps_to_its_rate() {
+        // 2 workers, one request each per 20 ms, for 200 ms: at most 2 * (200 / 20 + 1) = 22
+        // requests, however fast the requests are.
+        let spec = Spec { workers: 2, duration: Duration::from_millis(200), max_requests: u64::MAX };
+        let report = run_paced(spec, Duration::from_millis(20), |_| async { ("x", 200) }).await;
+        assert!(report.sent() <= 22, "{} sent", report.sent());
+        assert!(report.sent() >= 2);
+        assert!(
+            report.latency_quantile(0.99, |_| true) < Duration::from_millis(20),
+            "the wait counted as latency"
+        );
     }
 
     #[test]

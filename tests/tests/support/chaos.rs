@@ -238,6 +238,39 @@ impl Chaos {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
+        self.api().call(method, path, token, body, headers).await
+    }
+
+    /// Registers and logs in `email`: its access token.
+    pub(crate) async fn token(&self, email: &str) -> String {
+        self.api().token(email).await
+    }
+
+    /// An article with plenty of stock, created by the admin.
+    pub(crate) async fn article(&self) -> String {
+        self.api().article().await
+    }
+
+    fn api(&self) -> Api<'_> {
+        Api { http: &self.http, base: &self.base }
+    }
+}
+
+/// The public API through a router at `base`: what every harness calls it with.
+pub(crate) struct Api<'a> {
+    pub(crate) http: &'a reqwest::Client,
+    pub(crate) base: &'a str,
+}
+
+impl Api<'_> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod chaos;
+pub(crate) mod containers;
 pub(crate) mod identity;
 pub(crate) mod processes;
 pub(crate) mod services_chaos;

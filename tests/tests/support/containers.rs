@@ -1,0 +1,265 @@
+//! The container tests' harness: podman with the project's `docker/podman/containers.conf`, the
+//! image `scripts/image.sh --from-host` makes of the binaries cargo built, and compose projects
+//! of `docker/compose.yaml` run by podman-compose, each on its own network and host ports.
+//!
+//! Where podman cannot run, the suite says so by setting `MESH_SKIP_CONTAINERS` to the reason
+//! (`scripts/test.sh` does when it cannot install podman); the tests then print that reason and
+//! pass. Without that variable a missing podman fails them: they are never skipped silently.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The image the tests run: built from this checkout's dev binaries, under its own name so a
+/// user's `mesh:dev` is left alone.
+pub(crate) const IMAGE: &str = "localhost/mesh-test:dev";
+/// Redis made from Debian's package by `scripts/image.sh --redis` (no registry is needed).
+pub(crate) const REDIS_IMAGE: &str = "localhost/mesh-redis:bookworm";
+
+/// How long a compose mesh may take to be whole: 17 containers of debug binaries on a busy
+/// 2-core machine (about 10 s when idle).
+const MESH_READY: Duration = Duration::from_secs(120);
+
+pub(crate) fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Podman, ready to use: None, having said why, when the suite was told containers cannot run.
+pub(crate) fn podman() -> Option<Podman> {
+    if let Ok(reason) = std::env::var("MESH_SKIP_CONTAINERS") {
+        eprintln!("SKIP: container test not run: {reason}");
+        return None;
+    }
+    let found = Command::new("podman").arg("--version").output();
+    assert!(
+        found.as_ref().is_ok_and(|o| o.status.success()),
+        "podman is missing: scripts/test.sh installs it (as root); or set MESH_SKIP_CONTAINERS to the reason it cannot run"
+    );
+    Some(Podman)
+}
+
+/// One container test at a time: each starts up to 17 containers on a 2-core machine. (An async
+/// mutex: each test holds it across its awaits, on a runtime of its own.)
+pub(crate) async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
+}
+
+pub(crate) struct Podman;
+
+impl Podman {
+    pub(crate) fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.env("CONTAINERS_CONF", repo_root().join("docker/podman/containers.conf"));
+        command
+    }
+
+    /// `podman ARGS`, which must succeed: its stdout.
+    pub(crate) fn run(&self, args: &[&str]) -> String {
+        let output = self.command("podman").args(args).output().expect("podman runs");
+        assert!(
+            output.status.success(),
+            "podman {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    /// `podman ARGS`, whatever it answers.
+    pub(crate) fn try_run(&self, args: &[&str]) -> Output {
+        self.command("podman").args(args).output().expect("podman runs")
+    }
+
+    /// The test image (and the Redis image), built once per test binary by the script users run.
+    pub(crate) fn image(&self) -> &'static str {
+        static BUILT: OnceLock<()> = OnceLock::new();
+        BUILT.get_or_init(|| {
+            let started = Instant::now();
+            let output = self
+                .command("bash")
+                .arg(repo_root().join("scripts/image.sh"))
+                .args(["--from-host", "--profile", "dev", "--redis", "--tag", IMAGE])
+                .current_dir(repo_root())
+                .output()
+                .expect("scripts/image.sh runs");
+            let said = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "scripts/image.sh failed:\n{said}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            println!("{said}image built in {:?}", started.elapsed());
+        });
+        IMAGE
+    }
+
+    /// The address of a running container on its (only) network.
+    pub(crate) fn ip(&self, container: &str) -> String {
+        self.run(&[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            container,
+        ])
+    }
+
+    /// The host pid of a container's first process.
+    pub(crate) fn pid(&self, container: &str) -> u32 {
+        self.run(&["inspect", "--format", "{{.State.Pid}}", container]).parse().unwrap()
+    }
+}
+
+/// A port no one on this host listens on now, on every interface (compose publishes there).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `docker/compose.yaml` brought up by podman-compose under its own project name; brought down,
+/// volumes and all, when dropped.
+pub(crate) struct ComposeMesh {
+    podman: Podman,
+    pub(crate) project: String,
+    pub(crate) router: SocketAddr,
+    pub(crate) router_admin: SocketAddr,
+    http: reqwest::Client,
+    /// From `up` until every pool and every gateway's every service had two healthy replicas.
+    pub(crate) start_up: Duration,
+}
+
+impl ComposeMesh {
+    pub(crate) async fn up(podman: Podman, name: &str) -> Self {
+        podman.image();
+        let project = format!("mesh-{name}-{}", std::process::id());
+        let router: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let router_admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        let mesh = Self { podman, project, router, router_admin, http, start_up: Duration::ZERO };
+        let started = Instant::now();
+        let output = mesh.compose(&["up", "-d"]);
+        assert!(
+            output.status.success(),
+            "podman-compose up failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut mesh = mesh;
+        let deadline = started + MESH_READY;
+        loop {
+            if mesh.status().await.is_some_and(|s| whole(&s)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the compose mesh was not whole after {MESH_READY:?}: {}",
+                mesh.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        mesh.start_up = started.elapsed();
+        mesh
+    }
+
+    /// `podman-compose -f docker/compose.yaml -p PROJECT ARGS`, with the test images and ports.
+    pub(crate) fn compose(&self, args: &[&str]) -> Output {
+        let program = std::env::var("MESH_PODMAN_COMPOSE").unwrap_or_else(|_| "podman-compose".to_owned());
+        self.podman
+            .command(&program)
+            .args(["-f", "docker/compose.yaml", "-p", &self.project])
+            .args(args)
+            .current_dir(repo_root())
+            .env("MESH_IMAGE", IMAGE)
+            .env("MESH_REDIS_IMAGE", REDIS_IMAGE)
+            .env("MESH_ROUTER_PORT", self.router.port().to_string())
+            .env("MESH_ROUTER_ADMIN_PORT", self.router_admin.port().to_string())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{program} does not run ({e}): scripts/test.sh installs it, or set MESH_PODMAN_COMPOSE"
+                )
+            })
+    }
+
+    pub(crate) fn podman(&self) -> &Podman {
+        &self.podman
+    }
+
+    pub(crate) fn base(&self) -> String {
+        format!("http://{}", self.router)
+    }
+
+    /// The container of replica `n` (from 1) of a compose service.
+    pub(crate) fn container(&self, service: &str, n: usize) -> String {
+        format!("{}_{service}_{n}", self.project)
+    }
+
+    /// The router's `/mesh/status?view=full`, if it answers.
+    pub(crate) async fn status(&self) -> Option<Value> {
+        let url = format!("http://{}/mesh/status?view=full", self.router_admin);
+        self.http.get(url).send().await.ok()?.json().await.ok()
+    }
+
+    /// Waits (up to `within`) until `pred` holds of the router's full status.
+    pub(crate) async fn wait_status(
+        &self,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if self.status().await.is_some_and(|s| pred(&s)) {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    fn logs(&self) -> String {
+        let names = self.podman.run(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name={}_", self.project),
+            "--format",
+            "{{.Names}} {{.Status}}",
+        ]);
+        format!("containers:\n{names}")
+    }
+}
+
+impl Drop for ComposeMesh {
+    fn drop(&mut self) {
+        let output = self.compose(&["down", "-v", "-t", "5"]);
+        if !output.status.success() {
+            eprintln!("podman-compose down failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+    }
+}
+
+/// Every pool has two healthy gateways, and every gateway two healthy replicas of each service.
+pub(crate) fn whole(status: &Value) -> bool {
+    let pools = status["pools"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let gateways = status["gateways"].as_array().map(Vec::as_slice).unwrap_or_default();
+    pools.len() == 2
+        && pools.iter().all(|p| p["healthy_instances"] == 2)
+        && gateways.len() == 4
+        && gateways.iter().all(|g| {
+            let services = g["services"].as_array().map(Vec::as_slice).unwrap_or_default();
+            !services.is_empty() && services.iter().all(|s| s["healthy_replicas"] == 2)
+        })
+}
+
+/// Healthy replicas of `service` as each gateway that uses it sees them.
+pub(crate) fn healthy_replicas(status: &Value, service: &str) -> Vec<u64> {
+    let gateways = status["gateways"].as_array().map(Vec::as_slice).unwrap_or_default();
+    gateways
+        .iter()
+        .flat_map(|g| g["services"].as_array().into_iter().flatten())
+        .filter(|s| s["name"] == service)
+        .map(|s| s["healthy_replicas"].as_u64().unwrap_or(0))
+        .collect()
+}
