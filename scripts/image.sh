@@ -59,10 +59,14 @@ fi
 
 say() { printf '==> %s\n' "$*"; }
 
-# The workspace's binaries, as the Dockerfile's build stage copies them.
-BINARIES=(gateway-router identity-gateway business-gateway
-  auth-service user-service quota-service orders-service articles-service analytics-service
-  meshctl)
+# The workspace's binaries, from cargo itself (validate-deploy.sh checks that the Dockerfile's
+# build stage copies exactly these).
+mapfile -t BINARIES < <(cargo metadata --no-deps --format-version 1 --locked | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    for t in p["targets"]:
+        if "bin" in t["kind"]:
+            print(t["name"])')
 
 SUITE=bookworm
 RUNTIME_BASE=localhost/mesh-runtime:$SUITE
