@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone on a fresh machine.
 #
-# Installs what the tests need and is missing (redis-server, nginx, chromium, from Debian
-# packages, when run as root), checks formatting and lints, then runs every test of the
-# workspace. Tests start their own redis-server on free loopback ports; nothing here touches a
+# Installs what the tests need and is missing (redis-server, nginx, chromium, podman and
+# mmdebstrap, from Debian packages, when run as root; pinned Python and npm tools into caches),
+# checks formatting and lints, then runs every test of the workspace. Tests start their own redis-server on free loopback ports; nothing here touches a
 # server already running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,7 +79,16 @@ say "browser tools (scripts/browser-tools.sh)"
 say "deployment files and the Python tools (scripts/validate-deploy.sh)"
 ./scripts/validate-deploy.sh
 
-# The chaos tests run the gateway binaries as real processes: build every binary first.
+# The container tests build the image from the binaries and run it with podman and
+# podman-compose; this installs them, or says why containers cannot run here.
+say "container tools (scripts/container-tools.sh)"
+mkdir -p target
+./scripts/container-tools.sh target/container-tools.env
+# shellcheck disable=SC1091 # written just above
+. target/container-tools.env
+
+# The chaos tests run the gateway binaries as real processes, and the container tests put them
+# in the image: build every binary first.
 say "cargo build --bins"
 cargo build --workspace --bins --locked
 
