@@ -155,7 +155,7 @@ debian_base() {
   mmdebstrap --quiet --variant=extract --include="$packages" --skip=cleanup/apt/cache \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
-    "$SUITE" "$root"
+    "$SUITE" "$root" </dev/null
   finish_rootfs "$root" "$@"
   tar --numeric-owner -C "$root" -c . | $engine import --quiet \
     --change "LABEL org.mesh.base=$want" --change "USER 65532:65532" - "$image" >/dev/null
