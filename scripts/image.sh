@@ -72,29 +72,31 @@ SUITE=bookworm
 RUNTIME_BASE=localhost/mesh-runtime:$SUITE
 REDIS_IMAGE=localhost/mesh-redis:$SUITE
 # Bumped when what goes into a base changes, so a stale base in the engine's storage is rebuilt.
-BASE_REVISION=1
+BASE_REVISION=3
 
 # Files of a root filesystem that mmdebstrap's extract variant unpacked, made into what a
 # container needs: users, name service, a CA bundle, /tmp; and the package manager's leftovers
-# removed. $1 is the root; the rest are packages that came in only as dependencies of the
-# packages wanted (openssl, through ca-certificates) and are removed again, files and all.
+# removed. $1 is the root; $2 the packages to keep, comma-separated, or "all". Every other
+# package came in only as a dependency of those (openssl and debconf through ca-certificates,
+# mawk through base-files), is needed only by maintainer scripts that never run here, and is
+# removed again, file by file.
 finish_rootfs() {
-  local root=$1
-  shift
+  local root=$1 keep=$2
   local archives=$root/var/cache/apt/archives
-  for pkg in "$@"; do
-    for deb in "$archives/${pkg}"_*.deb; do
-      [ -e "$deb" ] || continue
-      dpkg-deb --fsys-tarfile "$deb" | tar -t | while read -r path; do
-        [ -d "$root/$path" ] || rm -f "$root/$path"
-      done
-      rm -f "$deb"
+  for deb in "$archives"/*.deb; do
+    [ -e "$deb" ] || continue
+    case ",$keep," in *",all,"* | *",$(dpkg-deb -f "$deb" Package),"*) continue ;; esac
+    dpkg-deb --fsys-tarfile "$deb" | tar -t | while read -r path; do
+      [ -d "$root/$path" ] || rm -f "$root/$path"
     done
+    rm -f "$deb"
   done
   # What update-ca-certificates makes of the Mozilla bundle (the maintainer script does not run).
   if [ -d "$root/usr/share/ca-certificates/mozilla" ]; then
     mkdir -p "$root/etc/ssl/certs"
     cat "$root"/usr/share/ca-certificates/mozilla/*.crt >"$root/etc/ssl/certs/ca-certificates.crt"
+    # A shell script, and there is no shell to run it.
+    rm -f "$root/usr/sbin/update-ca-certificates"
   fi
   # Package records where scanners (trivy, grype) look for them in distroless images.
   mkdir -p "$root/var/lib/dpkg/status.d"
@@ -130,12 +132,11 @@ EOF
     "$root/etc/debconf.conf" "$root/etc/update-motd.d" "$root/dev"
 }
 
-# Makes a base image from Debian packages: $1 image name, $2 comma-separated packages, the rest
-# packages to remove again.
+# Makes a base image from Debian packages: $1 image name, $2 comma-separated packages, $3 what
+# to keep of them and their dependencies (see finish_rootfs).
 debian_base() {
-  local image=$1 packages=$2
-  shift 2
-  local want="$SUITE|$packages|$*|$BASE_REVISION"
+  local image=$1 packages=$2 keep=$3
+  local want="$SUITE|$packages|$keep|$BASE_REVISION"
   if [ "$($engine image inspect --format '{{index .Labels "org.mesh.base"}}' "$image" 2>/dev/null)" = "$want" ]; then
     return
   fi
@@ -156,7 +157,7 @@ debian_base() {
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
     "$SUITE" "$root" </dev/null
-  finish_rootfs "$root" "$@"
+  finish_rootfs "$root" "$keep"
   tar --numeric-owner -C "$root" -c . | $engine import --quiet \
     --change "LABEL org.mesh.base=$want" --change "USER 65532:65532" - "$image" >/dev/null
   rm -rf "$root"
@@ -164,7 +165,9 @@ debian_base() {
 }
 
 build_from_host() {
-  debian_base "$RUNTIME_BASE" libc6,libgcc-s1,ca-certificates,tzdata,netbase,base-files openssl libssl3
+  # gcc-12-base is libgcc-s1's (only its copyright); distroless/cc carries it too.
+  local base=libc6,libgcc-s1,ca-certificates,tzdata,netbase,base-files
+  debian_base "$RUNTIME_BASE" "$base" "$base,gcc-12-base"
   local context=target/image/context
   rm -rf "$context"
   mkdir -p "$context/bin"
@@ -193,7 +196,7 @@ if [ "$from" = host ]; then build_from_host; else build_from_source; fi
 if [ "$redis" = 1 ]; then
   # redis-tools too: compose's health check runs redis-cli. The libraries come as dependencies;
   # no maintainer script runs, so no redis user: the container runs as 65532.
-  debian_base "$REDIS_IMAGE" redis-server,redis-tools,ca-certificates,tzdata,base-files
+  debian_base "$REDIS_IMAGE" redis-server,redis-tools,ca-certificates,tzdata,base-files all
 fi
 
 size=$($engine image inspect --format '{{.Size}}' "$tag")
