@@ -15,7 +15,7 @@ use meshctl::Kind;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::ADMIN_EMAIL;
-use support::chaos::{Api, mixed_request};
+use support::chaos::mixed_request;
 use support::containers::{ComposeMesh, Podman, exclusive, healthy_replicas, podman};
 
 /// The user every container runs as (the Dockerfile's USER, the manifests' runAsUser).
@@ -151,10 +151,7 @@ async fn the_compose_mesh_passes_the_walkthrough() {
     let Some(podman) = podman() else { return };
     let _one = exclusive().await;
     let mesh = ComposeMesh::up(podman, "walk").await;
-    println!("compose mesh whole {:?} after `podman-compose up`", mesh.start_up);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let base = mesh.base();
-    let api = Api { http: &http, base: &base };
+    let api = mesh.api();
 
     // Register and log in; admin@example.com is made admin by compose's MESH_ADMIN_EMAILS.
     let token = api.token("walk@example.com").await;
@@ -163,17 +160,7 @@ async fn the_compose_mesh_passes_the_walkthrough() {
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["email"], "walk@example.com");
 
-    let (status, article) = api
-        .call(
-            Method::POST,
-            "/v1/articles",
-            Some(&admin),
-            Some(json!({"title": "Container teapot", "price_cents": 1250, "stock": 10})),
-            &[],
-        )
-        .await;
-    assert_eq!(status, 201, "{article}");
-    let article = article["id"].as_str().unwrap().to_owned();
+    let article = api.article_by(&admin, "Container teapot", 1250, 10).await;
 
     // An order, twice with one Idempotency-Key: one order, stock taken once.
     let order = json!({"items": [{"article_id": article, "quantity": 2}]});
@@ -223,10 +210,7 @@ async fn killing_a_gateway_container_under_load_loses_no_request() {
     let Some(podman) = podman() else { return };
     let _one = exclusive().await;
     let mesh = ComposeMesh::up(podman, "kill").await;
-    println!("compose mesh whole {:?} after `podman-compose up`", mesh.start_up);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let base = mesh.base();
-    let api = Api { http: &http, base: &base };
+    let api = mesh.api();
     // The mesh as shipped meters every user (1,000 requests an hour on the free plan) and
     // rate-limits every client address (200/s): the load comes from four users and keeps under
     // the rate, as honest clients do. Each of the 8 workers sends at most one request per 50 ms.
@@ -253,7 +237,7 @@ async fn killing_a_gateway_container_under_load_loses_no_request() {
             mesh.wait_status(Duration::from_secs(5), |s| pool(s, "identity")["healthy_instances"] == 1).await;
         (killed, ejected)
     };
-    let (load_http, load_base) = (http.clone(), base.clone());
+    let (load_http, load_base) = (mesh.http.clone(), mesh.api().base.to_owned());
     let spec = Spec { workers: 8, duration: Duration::from_secs(10), max_requests: 200_000 };
     let report = load::run_paced(spec, Duration::from_millis(50), move |n| {
         let (http, base, article) = (load_http.clone(), load_base.clone(), article.clone());
@@ -289,10 +273,7 @@ async fn a_restarted_service_container_rejoins() {
     let Some(podman) = podman() else { return };
     let _one = exclusive().await;
     let mesh = ComposeMesh::up(podman, "rejoin").await;
-    println!("compose mesh whole {:?} after `podman-compose up`", mesh.start_up);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let base = mesh.base();
-    let api = Api { http: &http, base: &base };
+    let api = mesh.api();
     let token = api.token("rejoin@example.com").await;
     let victim = mesh.container("orders", 1);
 
@@ -332,7 +313,7 @@ async fn a_restarted_service_container_rejoins() {
         assert_eq!(status, 200, "{body}");
         sent += 1;
         if sent % 10 == 0 {
-            reached = served(&http.get(&metrics).send().await.unwrap().text().await.unwrap());
+            reached = served(&mesh.http.get(&metrics).send().await.unwrap().text().await.unwrap());
             if reached > 0 {
                 break;
             }

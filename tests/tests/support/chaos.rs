@@ -314,12 +314,17 @@ impl Api<'_> {
     /// An article with plenty of stock, created by the admin.
     pub(crate) async fn article(&self) -> String {
         let admin = self.token(ADMIN_EMAIL).await;
+        self.article_by(&admin, "Load", 1, 1_000_000).await
+    }
+
+    /// An article created by `admin` (a token with the admin role): its id.
+    pub(crate) async fn article_by(&self, admin: &str, title: &str, price_cents: u64, stock: u64) -> String {
         let (status, body) = self
             .call(
                 Method::POST,
                 "/v1/articles",
-                Some(&admin),
-                Some(json!({"title": "Load", "price_cents": 1, "stock": 1_000_000})),
+                Some(admin),
+                Some(json!({"title": title, "price_cents": price_cents, "stock": stock})),
                 &[],
             )
             .await;

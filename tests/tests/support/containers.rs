@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::chaos::Api;
+
 /// The image the tests run: built from this checkout's dev binaries, under its own name so a
 /// user's `mesh:dev` is left alone.
 pub(crate) const IMAGE: &str = "localhost/mesh-test:dev";
@@ -125,7 +127,8 @@ pub(crate) struct ComposeMesh {
     pub(crate) project: String,
     pub(crate) router: SocketAddr,
     pub(crate) router_admin: SocketAddr,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
+    base: String,
     /// From `up` until every pool and every gateway's every service had two healthy replicas.
     pub(crate) start_up: Duration,
 }
@@ -136,8 +139,9 @@ impl ComposeMesh {
         let project = format!("mesh-{name}-{}", std::process::id());
         let router: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let router_admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
-        let mesh = Self { podman, project, router, router_admin, http, start_up: Duration::ZERO };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let base = format!("http://{router}");
+        let mesh = Self { podman, project, router, router_admin, http, base, start_up: Duration::ZERO };
         let started = Instant::now();
         let output = mesh.compose(&["up", "-d"]);
         assert!(
@@ -160,6 +164,7 @@ impl ComposeMesh {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         mesh.start_up = started.elapsed();
+        println!("compose mesh {name} whole {:?} after `podman-compose up`", mesh.start_up);
         mesh
     }
 
@@ -187,8 +192,9 @@ impl ComposeMesh {
         &self.podman
     }
 
-    pub(crate) fn base(&self) -> String {
-        format!("http://{}", self.router)
+    /// The public API through the router container.
+    pub(crate) fn api(&self) -> Api<'_> {
+        Api { http: &self.http, base: &self.base }
     }
 
     /// The container of replica `n` (from 1) of a compose service.
