@@ -152,9 +152,9 @@ async fn every_workload_of_the_dev_overlay_runs_in_the_image_with_its_env_and_pa
 
     let run = format!("k8s-{}", std::process::id());
     let dir = std::env::temp_dir().join(format!("mesh-{run}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    podman.run(&["network", "create", &run]);
     let mut cluster = Cluster { podman: &podman, network: run.clone(), containers: Vec::new(), dir };
+    std::fs::create_dir_all(&cluster.dir).unwrap();
+    podman.run(&["network", "create", &run]);
 
     let all = Instant::now();
     let mut pods = Vec::new();
@@ -237,6 +237,20 @@ fn start(rendered: &Rendered, cluster: &mut Cluster<'_>, workload: &Value) -> St
     for alias in rendered.aliases(&template["metadata"]["labels"]) {
         args.extend(["--network-alias".into(), alias]);
     }
+    // What each key means to podman is below; a key it does not know would go unproven.
+    let known = |context: &Value, keys: &[&str]| {
+        for (key, value) in context.as_object().into_iter().flatten() {
+            assert!(keys.contains(&key.as_str()), "{at}: securityContext {key} is not run by this test");
+            if key == "seccompProfile" {
+                // podman's default profile is the runtime's default.
+                assert_eq!(value["type"], "RuntimeDefault", "{at}: seccompProfile {value} is not run");
+            }
+        }
+    };
+    let ids = ["runAsUser", "runAsGroup", "runAsNonRoot", "seccompProfile"];
+    known(&pod["securityContext"], &[&ids[..], &["fsGroup"]].concat());
+    let container_keys = ["allowPrivilegeEscalation", "capabilities", "readOnlyRootFilesystem"];
+    known(&c["securityContext"], &[&ids[..], &container_keys[..]].concat());
     let security = |key: &str| c["securityContext"].get(key).or_else(|| pod["securityContext"].get(key));
     let id = |key: &str| security(key).and_then(number);
     if let Some(user) = id("runAsUser") {
@@ -289,9 +303,10 @@ fn start(rendered: &Rendered, cluster: &mut Cluster<'_>, workload: &Value) -> St
     args.extend(strings("args").unwrap_or_default());
 
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Recorded first: a run that fails may still leave the container created.
+    cluster.containers.push(container.clone());
     cluster.podman.run(&args);
     let started = Instant::now();
-    cluster.containers.push(container.clone());
     let ip = cluster.podman.ip(&container);
     Started { workload: format!("{kind}/{name}"), container, ip, spec: c.clone(), started }
 }
@@ -435,7 +450,7 @@ async fn probe_all(pod: &Started) -> Vec<String> {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let how = ["httpGet", "grpc", "exec", "tcpSocket"].into_iter().find(|h| probe.get(*h).is_some());
+        let how = ["httpGet", "grpc", "exec"].into_iter().find(|h| probe.get(*h).is_some());
         passed.push(format!("{} ({})", kind.trim_end_matches("Probe"), how.unwrap_or("?")));
     }
     assert!(!passed.is_empty(), "{}: no probe, so the kubelet could not tell it is ready", pod.workload);
