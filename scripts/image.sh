@@ -61,12 +61,15 @@ say() { printf '==> %s\n' "$*"; }
 
 # The workspace's binaries, from cargo itself (validate-deploy.sh checks that the Dockerfile's
 # build stage copies exactly these).
-mapfile -t BINARIES < <(cargo metadata --no-deps --format-version 1 --locked | python3 -c '
+metadata=$(cargo metadata --no-deps --format-version 1 --locked)
+mapfile -t BINARIES < <(python3 -c '
 import json, sys
 for p in json.load(sys.stdin)["packages"]:
     for t in p["targets"]:
         if "bin" in t["kind"]:
-            print(t["name"])')
+            print(t["name"])' <<<"$metadata")
+# Where cargo built them: target/, unless CARGO_TARGET_DIR (or a cargo config) says otherwise.
+TARGET=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' <<<"$metadata")
 
 SUITE=bookworm
 RUNTIME_BASE=localhost/mesh-runtime:$SUITE
@@ -168,12 +171,12 @@ build_from_host() {
   # gcc-12-base is libgcc-s1's (only its copyright); distroless/cc carries it too.
   local base=libc6,libgcc-s1,ca-certificates,tzdata,netbase,base-files
   debian_base "$RUNTIME_BASE" "$base" "$base,gcc-12-base"
-  local context=target/image/context
+  local context=$TARGET/image/context
   rm -rf "$context"
   mkdir -p "$context/bin"
-  say "copying the $profile binaries from target/$target_dir"
+  say "copying the $profile binaries from $TARGET/$target_dir"
   for bin in "${BINARIES[@]}"; do
-    local src=target/$target_dir/$bin
+    local src=$TARGET/$target_dir/$bin
     if [ ! -x "$src" ]; then
       echo "error: $src is missing: run cargo build --bins$([ "$profile" = release ] && echo ' --release') first" >&2
       exit 1

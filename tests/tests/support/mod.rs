@@ -6,6 +6,7 @@
 pub(crate) mod chaos;
 pub(crate) mod containers;
 pub(crate) mod identity;
+pub(crate) mod manifests;
 pub(crate) mod processes;
 pub(crate) mod services_chaos;
 pub(crate) mod sse;
