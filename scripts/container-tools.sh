@@ -8,7 +8,7 @@
 #     to move it).
 #
 # Writes what the tests read to the file given as $1 (shell `export` lines, for test.sh to
-# source): MESH_PODMAN_COMPOSE, the podman-compose to run, or MESH_SKIP_CONTAINERS, the reason
+# source): PODMAN_COMPOSE, the podman-compose to run, or SKIP_CONTAINER_TESTS, the reason
 # containers cannot run here. The tests fail when neither is set and podman is missing, so a
 # skip is always said, never silent.
 set -euo pipefail
@@ -19,7 +19,7 @@ env_file=${1:?usage: container-tools.sh ENV_FILE}
 say() { printf '==> %s\n' "$*"; }
 skip() {
   printf 'SKIP  containers: %s\n' "$1"
-  printf 'export MESH_SKIP_CONTAINERS=%q\n' "$1" >"$env_file"
+  printf 'export SKIP_CONTAINER_TESTS=%q\n' "$1" >"$env_file"
   exit 0
 }
 
@@ -56,4 +56,4 @@ if [ "$(cat "$venv/.mesh-pins" 2>/dev/null)" != "$PODMAN_COMPOSE_VERSION" ]; the
   echo "$PODMAN_COMPOSE_VERSION" >"$venv/.mesh-pins"
 fi
 say "$(podman --version), runc $(runc --version | head -1 | cut -d' ' -f3), $("$venv/bin/podman-compose" --version 2>/dev/null | head -1)"
-printf 'export MESH_PODMAN_COMPOSE=%q\n' "$venv/bin/podman-compose" >"$env_file"
+printf 'export PODMAN_COMPOSE=%q\n' "$venv/bin/podman-compose" >"$env_file"

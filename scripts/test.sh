@@ -92,5 +92,12 @@ mkdir -p target
 say "cargo build --bins"
 cargo build --workspace --bins --locked
 
+# Every binary reads each MESH_* variable as a configuration key and refuses unknown ones, so one
+# set in this shell would fail tests far from its cause.
+stray=$(env | sed -n 's/^\(MESH_[A-Za-z0-9_]*\)=.*/\1/p' | grep -vx -e MESH_LOG -e MESH_CONFIG || true)
+if [ -n "$stray" ]; then
+  echo "warning: set in this shell, and read by every binary under test as a configuration key: $(echo $stray)" >&2
+fi
+
 say "cargo test"
 cargo test --workspace --locked --no-fail-fast "$@"

@@ -2,7 +2,7 @@
 //! image `scripts/image.sh --from-host` makes of the binaries cargo built, and compose projects
 //! of `docker/compose.yaml` run by podman-compose, each on its own network and host ports.
 //!
-//! Where podman cannot run, the suite says so by setting `MESH_SKIP_CONTAINERS` to the reason
+//! Where podman cannot run, the suite says so by setting `SKIP_CONTAINER_TESTS` to the reason
 //! (`scripts/test.sh` does when it cannot install podman); the tests then print that reason and
 //! pass. Without that variable a missing podman fails them: they are never skipped silently.
 
@@ -32,14 +32,14 @@ pub(crate) fn repo_root() -> PathBuf {
 
 /// Podman, ready to use: None, having said why, when the suite was told containers cannot run.
 pub(crate) fn podman() -> Option<Podman> {
-    if let Ok(reason) = std::env::var("MESH_SKIP_CONTAINERS") {
+    if let Ok(reason) = std::env::var("SKIP_CONTAINER_TESTS") {
         eprintln!("SKIP: container test not run: {reason}");
         return None;
     }
     let found = Command::new("podman").arg("--version").output();
     assert!(
         found.as_ref().is_ok_and(|o| o.status.success()),
-        "podman is missing: scripts/test.sh installs it (as root); or set MESH_SKIP_CONTAINERS to the reason it cannot run"
+        "podman is missing: scripts/test.sh installs it (as root); or set SKIP_CONTAINER_TESTS to the reason it cannot run"
     );
     Some(Podman)
 }
@@ -170,21 +170,23 @@ impl ComposeMesh {
 
     /// `podman-compose -f docker/compose.yaml -p PROJECT ARGS`, with the test images and ports.
     pub(crate) fn compose(&self, args: &[&str]) -> Output {
-        let program = std::env::var("MESH_PODMAN_COMPOSE").unwrap_or_else(|_| "podman-compose".to_owned());
+        self.try_compose(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_compose(&self, args: &[&str]) -> Result<Output, String> {
+        let program = std::env::var("PODMAN_COMPOSE").unwrap_or_else(|_| "podman-compose".to_owned());
         self.podman
             .command(&program)
             .args(["-f", "docker/compose.yaml", "-p", &self.project])
             .args(args)
             .current_dir(repo_root())
-            .env("MESH_IMAGE", IMAGE)
-            .env("MESH_REDIS_IMAGE", REDIS_IMAGE)
-            .env("MESH_ROUTER_PORT", self.router.port().to_string())
-            .env("MESH_ROUTER_ADMIN_PORT", self.router_admin.port().to_string())
+            .env("COMPOSE_MESH_IMAGE", IMAGE)
+            .env("COMPOSE_REDIS_IMAGE", REDIS_IMAGE)
+            .env("COMPOSE_ROUTER_PORT", self.router.port().to_string())
+            .env("COMPOSE_ROUTER_ADMIN_PORT", self.router_admin.port().to_string())
             .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{program} does not run ({e}): scripts/test.sh installs it, or set MESH_PODMAN_COMPOSE"
-                )
+            .map_err(|e| {
+                format!("{program} does not run ({e}): scripts/test.sh installs it, or set PODMAN_COMPOSE")
             })
     }
 
@@ -239,9 +241,13 @@ impl ComposeMesh {
 
 impl Drop for ComposeMesh {
     fn drop(&mut self) {
-        let output = self.compose(&["down", "-v", "-t", "5"]);
-        if !output.status.success() {
-            eprintln!("podman-compose down failed: {}", String::from_utf8_lossy(&output.stderr));
+        // Never a panic here: this also runs while a failed test unwinds.
+        match self.try_compose(&["down", "-v", "-t", "5"]) {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => {
+                eprintln!("podman-compose down failed: {}", String::from_utf8_lossy(&output.stderr))
+            }
+            Err(e) => eprintln!("{e}"),
         }
     }
 }
