@@ -2,9 +2,10 @@
 # Makes the container tests' tools available (tests/tests/containers.rs, scripts/image.sh):
 #
 #   - podman with runc, netavark and aardvark-dns (a compose service name resolves to every
-#     replica), and mmdebstrap (the runtime and Redis base images, from Debian's packages):
+#     replica), iptables (netavark's firewall driver: without it no container on a network
+#     starts, and podman says only "netavark: No such file or directory"), and mmdebstrap (the runtime and Redis base images, from Debian's packages):
 #     Debian packages, installed when missing and this runs as root;
-#   - podman-compose, pinned, from PyPI into a virtualenv under ~/.cache/mesh (MESH_COMPOSE_VENV
+#   - podman-compose, pinned, from PyPI into a virtualenv under ~/.cache/mesh (COMPOSE_VENV
 #     to move it).
 #
 # Writes what the tests read to the file given as $1 (shell `export` lines, for test.sh to
@@ -28,6 +29,7 @@ command -v podman >/dev/null 2>&1 || packages+=(podman)
 command -v runc >/dev/null 2>&1 || packages+=(runc)
 [ -x /usr/lib/podman/netavark ] || [ -x /usr/libexec/podman/netavark ] || packages+=(netavark)
 [ -x /usr/lib/podman/aardvark-dns ] || [ -x /usr/libexec/podman/aardvark-dns ] || packages+=(aardvark-dns)
+command -v iptables >/dev/null 2>&1 || packages+=(iptables)
 command -v mmdebstrap >/dev/null 2>&1 || packages+=(mmdebstrap)
 if [ ${#packages[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -47,7 +49,7 @@ if ! podman info >/dev/null 2>&1; then
   skip "podman is installed but cannot run here: $(podman info 2>&1 | tail -1)"
 fi
 
-venv=${MESH_COMPOSE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mesh/compose-venv}
+venv=${COMPOSE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mesh/compose-venv}
 if [ "$(cat "$venv/.mesh-pins" 2>/dev/null)" != "$PODMAN_COMPOSE_VERSION" ]; then
   say "installing podman-compose==$PODMAN_COMPOSE_VERSION into $venv"
   rm -rf "$venv"

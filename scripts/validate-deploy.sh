@@ -15,7 +15,7 @@
 # Needs python3 (3.9+) and kubectl (which embeds kustomize). Without kubectl the Kubernetes
 # manifests cannot be rendered: steps 1, 2 and checkov's manifest checks are skipped, saying so,
 # and the compose file and Dockerfile are still validated. The Python tools are installed,
-# pinned, into a virtualenv under ~/.cache/mesh (MESH_DEPLOY_VENV to move it) on first use.
+# pinned, into a virtualenv under ~/.cache/mesh (DEPLOY_VENV to move it) on first use.
 # Exits non-zero on the first failure; prints one summary line per validation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +50,7 @@ if ! command -v kubectl >/dev/null 2>&1; then
   printf 'SKIP  %-22s %s\n' kubernetes "kubectl is missing, so the Kubernetes manifests are neither rendered nor validated (install kubectl to check them)"
 fi
 
-venv=${MESH_DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mesh/deploy-venv}
+venv=${DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mesh/deploy-venv}
 want="checkov==$CHECKOV_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION schemathesis==$SCHEMATHESIS_VERSION"
 if [ "$(cat "$venv/.mesh-pins" 2>/dev/null)" != "$want" ]; then
   say "installing $want into $venv"

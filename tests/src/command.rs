@@ -1,8 +1,10 @@
-//! A binary run to its exit, for commands that answer and stop (`--help`, `check`,
-//! `print-config`): its status and output, or an error if it is still running at the deadline
-//! (it then serves instead of answering, and is killed).
+//! A command run to its exit within a deadline: a binary's answering commands (`--help`,
+//! `check`, `print-config`), which must not serve instead, and the container tools, which must
+//! not hang a test. Its status and output, or an error if it is still running at the deadline
+//! (it is then killed).
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,17 +28,25 @@ pub fn run_to_exit(
     env: &[(&str, &str)],
     deadline: Duration,
 ) -> anyhow::Result<Finished> {
+    let mut command = Command::new(binary);
+    command.args(args).env_remove("MESH_CONFIG").env("RUST_BACKTRACE", "0").envs(env.iter().copied());
+    run_bounded(command, deadline).map_err(|e| e.context("it served instead of answering"))
+}
+
+/// Runs `command` (in a process group of its own, stdin closed) until it exits, at most
+/// `deadline`; past it the whole group is killed (a tool's own children too: podman-compose
+/// waits on `podman wait` children that would otherwise wait forever) and the error carries
+/// what it had printed.
+pub fn run_bounded(mut command: Command, deadline: Duration) -> anyhow::Result<Finished> {
     let start = Instant::now();
-    let mut child = Command::new(binary)
-        .args(args)
-        .env_remove("MESH_CONFIG")
-        .env("RUST_BACKTRACE", "0")
-        .envs(env.iter().copied())
+    let shown = format!("{command:?}");
+    let mut child = command
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("cannot start {}", binary.display()))?;
+        .with_context(|| format!("cannot start {shown}"))?;
     // Drained on threads so a long output (the whole reference) never blocks the child.
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
@@ -52,11 +62,13 @@ pub fn run_to_exit(
             break status;
         }
         if start.elapsed() > deadline {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
             let _ = child.kill();
             let _ = child.wait();
             bail!(
-                "{} {args:?} still running after {deadline:?}: it served instead of answering",
-                binary.display()
+                "{shown} still running after {deadline:?}, killed; it printed:\n{}\n{}",
+                stdout.join().unwrap_or_default(),
+                stderr.join().unwrap_or_default()
             );
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -68,4 +80,42 @@ pub fn run_to_exit(
         stderr: stderr.join().unwrap_or_default(),
         took,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The deadline kills the whole group: a tool that hangs on a child of its own (as
+    /// podman-compose did on `podman wait`) ends, and so does the child.
+    #[test]
+    fn a_command_past_its_deadline_is_killed_with_its_children() {
+        // A sleep this test alone runs (its pid in the fraction), which the shell waits on.
+        let marker = format!("sleep 600.{}", std::process::id());
+        let mut command = Command::new("sh");
+        command.args(["-c", &format!("echo started; {marker} & wait")]);
+        let deadline = Duration::from_millis(300);
+        let started = Instant::now();
+        let error = run_bounded(command, deadline).unwrap_err().to_string();
+        assert!(error.contains("still running after 300ms"), "{error}");
+        assert!(error.contains("started"), "the output so far is in the error: {error}");
+        // Killed at the deadline, not left to run: the drain threads ended because every
+        // holder of the pipes (the child too) is gone.
+        assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
+        let left = Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+        assert!(
+            !left.status.success(),
+            "the child outlived the deadline: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+    }
+
+    #[test]
+    fn a_command_that_ends_gives_its_status_and_output() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let finished = run_bounded(command, Duration::from_secs(60)).unwrap();
+        assert_eq!(finished.status.code(), Some(3));
+        assert_eq!((finished.stdout.as_str(), finished.stderr.as_str()), ("out\n", "err\n"));
+    }
 }

@@ -8,7 +8,7 @@
 //! the contract (services/gateway/src/openapi/contract.rs), never silenced here.
 //!
 //! schemathesis comes from PyPI, pinned, in the virtualenv scripts/validate-deploy.sh keeps
-//! (`MESH_DEPLOY_VENV`). The seed is fixed (`MESH_CONFORMANCE_SEED` to change it) and printed.
+//! (`DEPLOY_VENV`). The seed is fixed (`CONFORMANCE_SEED` to change it) and printed.
 
 mod support;
 
@@ -22,7 +22,7 @@ use support::{ADMIN_EMAIL, PASSWORD, Setup, TestMesh};
 
 /// The schemathesis the deploy validator's virtualenv holds.
 fn schemathesis() -> PathBuf {
-    let venv = std::env::var_os("MESH_DEPLOY_VENV").map(PathBuf::from).unwrap_or_else(|| {
+    let venv = std::env::var_os("DEPLOY_VENV").map(PathBuf::from).unwrap_or_else(|| {
         let cache = std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
@@ -57,7 +57,7 @@ async fn the_api_conforms_to_its_openapi() {
     }
     assert_eq!(t.call(Method::GET, "/openapi.json", None, None).await.status, 200);
 
-    let seed = std::env::var("MESH_CONFORMANCE_SEED").unwrap_or_else(|_| "1".into());
+    let seed = std::env::var("CONFORMANCE_SEED").unwrap_or_else(|_| "1".into());
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/hooks.py");
     let report = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/schemathesis");
     let _ = std::fs::remove_dir_all(&report);

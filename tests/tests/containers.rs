@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::ADMIN_EMAIL;
 use support::chaos::mixed_request;
-use support::containers::{ComposeMesh, Podman, exclusive, healthy_replicas, podman};
+use support::containers::{ComposeMesh, Podman, bounded, exclusive, healthy_replicas, podman};
 
 /// The user every container runs as (the Dockerfile's USER, the manifests' runAsUser).
 const NON_ROOT: u32 = 65532;
@@ -230,7 +230,9 @@ async fn killing_a_gateway_container_under_load_loses_no_request() {
         tokio::time::sleep(kill_at).await;
         let mut command = mesh.podman().command("podman");
         command.args(["kill", "--signal", "KILL", &victim]);
-        let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+        let output = tokio::task::spawn_blocking(move || bounded(command, Duration::from_secs(60)).unwrap())
+            .await
+            .unwrap();
         assert!(output.status.success(), "podman kill: {}", String::from_utf8_lossy(&output.stderr));
         let killed = Instant::now();
         let ejected =

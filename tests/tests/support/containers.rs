@@ -22,6 +22,16 @@ pub(crate) const IMAGE: &str = "localhost/mesh-test:dev";
 /// Redis made from Debian's package by `scripts/image.sh --redis` (no registry is needed).
 pub(crate) const REDIS_IMAGE: &str = "localhost/mesh-redis:bookworm";
 
+/// The longest any one podman command may take (a `run` of a container to its health check,
+/// a `stop` with its grace period): past it the command is killed and the test fails, saying
+/// what it printed, instead of hanging the suite.
+const PODMAN_COMMAND: Duration = Duration::from_secs(120);
+/// `scripts/image.sh`: the runtime and Redis bases from Debian's mirror the first time (about
+/// 30 s each), then the image itself.
+const IMAGE_BUILD: Duration = Duration::from_secs(600);
+/// `podman-compose up -d` or `down`: 18 containers created and started one by one.
+const COMPOSE_COMMAND: Duration = Duration::from_secs(300);
+
 /// How long a compose mesh may take to be whole: 17 containers of debug binaries on a busy
 /// 2-core machine (about 10 s when idle).
 const MESH_READY: Duration = Duration::from_secs(120);
@@ -62,7 +72,7 @@ impl Podman {
 
     /// `podman ARGS`, which must succeed: its stdout.
     pub(crate) fn run(&self, args: &[&str]) -> String {
-        let output = self.command("podman").args(args).output().expect("podman runs");
+        let output = self.try_run(args);
         assert!(
             output.status.success(),
             "podman {args:?} failed: {}",
@@ -71,9 +81,11 @@ impl Podman {
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
 
-    /// `podman ARGS`, whatever it answers.
+    /// `podman ARGS`, whatever it answers (within [`PODMAN_COMMAND`]).
     pub(crate) fn try_run(&self, args: &[&str]) -> Output {
-        self.command("podman").args(args).output().expect("podman runs")
+        let mut command = self.command("podman");
+        command.args(args);
+        bounded(command, PODMAN_COMMAND).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// The test image (and the Redis image), built once per test binary by the script users run.
@@ -81,13 +93,12 @@ impl Podman {
         static BUILT: OnceLock<()> = OnceLock::new();
         BUILT.get_or_init(|| {
             let started = Instant::now();
-            let output = self
-                .command("bash")
+            let mut command = self.command("bash");
+            command
                 .arg(repo_root().join("scripts/image.sh"))
                 .args(["--from-host", "--profile", "dev", "--redis", "--tag", IMAGE])
-                .current_dir(repo_root())
-                .output()
-                .expect("scripts/image.sh runs");
+                .current_dir(repo_root());
+            let output = bounded(command, IMAGE_BUILD).unwrap_or_else(|e| panic!("{e:#}"));
             let said = String::from_utf8_lossy(&output.stdout);
             assert!(
                 output.status.success(),
@@ -113,6 +124,17 @@ impl Podman {
     pub(crate) fn pid(&self, container: &str) -> u32 {
         self.run(&["inspect", "--format", "{{.State.Pid}}", container]).parse().unwrap()
     }
+}
+
+/// `command` run to its exit within `deadline` (its whole process group killed past it), as
+/// the `Output` of `Command::output`.
+pub(crate) fn bounded(command: Command, deadline: Duration) -> anyhow::Result<Output> {
+    let finished = mesh_tests::command::run_bounded(command, deadline)?;
+    Ok(Output {
+        status: finished.status,
+        stdout: finished.stdout.into_bytes(),
+        stderr: finished.stderr.into_bytes(),
+    })
 }
 
 /// A port no one on this host listens on now, on every interface (compose publishes there).
@@ -175,19 +197,17 @@ impl ComposeMesh {
 
     fn try_compose(&self, args: &[&str]) -> Result<Output, String> {
         let program = std::env::var("PODMAN_COMPOSE").unwrap_or_else(|_| "podman-compose".to_owned());
-        self.podman
-            .command(&program)
+        let mut command = self.podman.command(&program);
+        command
             .args(["-f", "docker/compose.yaml", "-p", &self.project])
             .args(args)
             .current_dir(repo_root())
             .env("COMPOSE_MESH_IMAGE", IMAGE)
             .env("COMPOSE_REDIS_IMAGE", REDIS_IMAGE)
             .env("COMPOSE_ROUTER_PORT", self.router.port().to_string())
-            .env("COMPOSE_ROUTER_ADMIN_PORT", self.router_admin.port().to_string())
-            .output()
-            .map_err(|e| {
-                format!("{program} does not run ({e}): scripts/test.sh installs it, or set PODMAN_COMPOSE")
-            })
+            .env("COMPOSE_ROUTER_ADMIN_PORT", self.router_admin.port().to_string());
+        bounded(command, COMPOSE_COMMAND)
+            .map_err(|e| format!("{e:#}\n({program} is installed by scripts/test.sh, or set PODMAN_COMPOSE)"))
     }
 
     pub(crate) fn podman(&self) -> &Podman {
