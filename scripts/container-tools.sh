@@ -3,8 +3,9 @@
 #
 #   - podman with runc, netavark and aardvark-dns (a compose service name resolves to every
 #     replica), iptables (netavark's firewall driver: without it no container on a network
-#     starts, and podman says only "netavark: No such file or directory"), and mmdebstrap (the runtime and Redis base images, from Debian's packages):
-#     Debian packages, installed when missing and this runs as root;
+#     starts, and podman says only "netavark: No such file or directory"), and mmdebstrap (the
+#     runtime and Redis base images, from Debian's packages): Debian packages, installed when
+#     missing and this runs as root;
 #   - podman-compose, pinned, from PyPI into a virtualenv under ~/.cache/mesh (COMPOSE_VENV
 #     to move it).
 #

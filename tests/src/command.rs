@@ -6,9 +6,13 @@
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+/// How long a killed command's output is waited for: its pipes close as the group dies.
+const PRINTED_AFTER_KILL: Duration = Duration::from_secs(5);
 
 /// What a finished command said.
 #[derive(Debug)]
@@ -47,13 +51,16 @@ pub fn run_bounded(mut command: Command, deadline: Duration) -> anyhow::Result<F
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {shown}"))?;
-    // Drained on threads so a long output (the whole reference) never blocks the child.
+    // Drained on threads so a long output (the whole reference) never blocks the child. Each
+    // sends what it read once its pipe closes, so a wait for it can itself be bounded.
     let drain = |mut pipe: Box<dyn Read + Send>| {
+        let (sent, read) = mpsc::channel();
         std::thread::spawn(move || {
             let mut out = String::new();
             let _ = pipe.read_to_string(&mut out);
-            out
-        })
+            let _ = sent.send(out);
+        });
+        read
     };
     let stdout = drain(Box::new(child.stdout.take().context("stdout is piped")?));
     let stderr = drain(Box::new(child.stderr.take().context("stderr is piped")?));
@@ -65,10 +72,15 @@ pub fn run_bounded(mut command: Command, deadline: Duration) -> anyhow::Result<F
             let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
             let _ = child.kill();
             let _ = child.wait();
+            // A process that left the group (a daemon) may still hold the pipes: what was printed
+            // is waited for a moment only, so the deadline holds whatever the command started.
+            let printed = |read: mpsc::Receiver<String>| {
+                read.recv_timeout(PRINTED_AFTER_KILL).unwrap_or_else(|_| "(pipe still held open)".into())
+            };
             bail!(
                 "{shown} still running after {deadline:?}, killed; it printed:\n{}\n{}",
-                stdout.join().unwrap_or_default(),
-                stderr.join().unwrap_or_default()
+                printed(stdout),
+                printed(stderr)
             );
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -76,8 +88,8 @@ pub fn run_bounded(mut command: Command, deadline: Duration) -> anyhow::Result<F
     let took = start.elapsed();
     Ok(Finished {
         status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+        stdout: stdout.recv().unwrap_or_default(),
+        stderr: stderr.recv().unwrap_or_default(),
         took,
     })
 }
@@ -99,15 +111,23 @@ mod tests {
         let error = run_bounded(command, deadline).unwrap_err().to_string();
         assert!(error.contains("still running after 300ms"), "{error}");
         assert!(error.contains("started"), "the output so far is in the error: {error}");
-        // Killed at the deadline, not left to run: the drain threads ended because every
-        // holder of the pipes (the child too) is gone.
+        // Ended at the deadline, not after the 600 s sleep.
         assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
-        let left = Command::new("pgrep").args(["-f", &marker]).output().unwrap();
-        assert!(
-            !left.status.success(),
-            "the child outlived the deadline: {}",
-            String::from_utf8_lossy(&left.stdout)
-        );
+        // And the child is gone: SIGKILL reached it (waited for, since its exit is the kernel's
+        // to finish; without the group kill it would run on for 600 s).
+        let gone = Instant::now();
+        loop {
+            let left = Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+            if !left.status.success() {
+                break;
+            }
+            assert!(
+                gone.elapsed() < Duration::from_secs(30),
+                "the child outlived the deadline: {}",
+                String::from_utf8_lossy(&left.stdout)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]

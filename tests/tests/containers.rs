@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::ADMIN_EMAIL;
 use support::chaos::mixed_request;
-use support::containers::{ComposeMesh, Podman, bounded, exclusive, healthy_replicas, podman};
+use support::containers::{ComposeMesh, Podman, exclusive, healthy_replicas, podman};
 
 /// The user every container runs as (the Dockerfile's USER, the manifests' runAsUser).
 const NON_ROOT: u32 = 65532;
@@ -228,11 +228,11 @@ async fn killing_a_gateway_container_under_load_loses_no_request() {
     let kill_at = Duration::from_secs(3);
     let killer = async {
         tokio::time::sleep(kill_at).await;
-        let mut command = mesh.podman().command("podman");
-        command.args(["kill", "--signal", "KILL", &victim]);
-        let output = tokio::task::spawn_blocking(move || bounded(command, Duration::from_secs(60)).unwrap())
-            .await
-            .unwrap();
+        let name = victim.clone();
+        let output =
+            tokio::task::spawn_blocking(move || Podman.try_run(&["kill", "--signal", "KILL", &name]))
+                .await
+                .unwrap();
         assert!(output.status.success(), "podman kill: {}", String::from_utf8_lossy(&output.stderr));
         let killed = Instant::now();
         let ejected =

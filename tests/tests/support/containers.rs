@@ -128,7 +128,7 @@ impl Podman {
 
 /// `command` run to its exit within `deadline` (its whole process group killed past it), as
 /// the `Output` of `Command::output`.
-pub(crate) fn bounded(command: Command, deadline: Duration) -> anyhow::Result<Output> {
+fn bounded(command: Command, deadline: Duration) -> anyhow::Result<Output> {
     let finished = mesh_tests::command::run_bounded(command, deadline)?;
     Ok(Output {
         status: finished.status,
